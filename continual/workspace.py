@@ -56,6 +56,21 @@ class Workspace:
     def arrival_dir(self, key: str) -> Path:
         return self.arrivals_dir / key
 
+    def arrival_split_file(self, key: str, split: str) -> Path:
+        """``train.jsonl`` or ``test.jsonl`` of an arrival: one JSON object (id, text, label) a line."""
+        return self.arrival_dir(key) / f"{split}.jsonl"
+
+    def arrival_record_file(self, key: str) -> Path:
+        return self.arrival_dir(key) / "arrival.json"
+
+    def arrival_dvc_file(self, key: str) -> Path:
+        return self.arrivals_dir / f"{key}.dvc"
+
+    @staticmethod
+    def arrival_name(key: str) -> str:
+        """The NAME of a key ``0001-NAME``."""
+        return key.split("-", 1)[1]
+
     def round_dir(self, key: str) -> Path:
         return self.rounds_dir / key
 
@@ -90,3 +105,44 @@ class Workspace:
     def keys_up_to(self, key: str) -> list[str]:
         keys = self.stream()
         return keys[: keys.index(key) + 1]
+
+    def arrival_hash(self, key: str) -> str:
+        """The arrival's content hash as DVC recorded it at ingest (its .dvc file)."""
+        dvc_file = self.arrivals_dir / f"{key}.dvc"
+        if not dvc_file.exists():
+            return ""
+        return (yaml.safe_load(dvc_file.read_text())["outs"][0] or {}).get("md5", "")
+
+
+WORKSPACE_GITIGNORE = "/mlflow.db\n/mlartifacts/\n"
+
+
+def create_workspace(root: str | Path) -> Workspace:
+    """A git repository with DVC initialised, dvc.yaml, params.yaml, an empty stream and data/arrivals/."""
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    ws = Workspace.at(root)
+    if (ws.root / "dvc.yaml").exists():
+        raise FileExistsError(f"{ws.root} is already a workspace (it has dvc.yaml)")
+    ws.root.mkdir(parents=True, exist_ok=True)
+    dvc = str(Path(__import__("sys").executable).parent / "dvc")
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=ws.root, check=True, stdout=subprocess.DEVNULL)
+
+    if not (ws.root / ".git").exists():
+        run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    run(dvc, "config", "core.analytics", "false")
+    template = resources.files("continual") / "template"
+    for name in ("dvc.yaml", "params.yaml"):
+        with resources.as_file(template / name) as src:
+            shutil.copyfile(src, ws.root / name)
+    ws.stream_file.write_text(ws.stream_text([]))
+    ws.arrivals_dir.mkdir(parents=True, exist_ok=True)
+    (ws.arrivals_dir / ".gitignore").touch()
+    (ws.root / ".gitignore").write_text(WORKSPACE_GITIGNORE)
+    run("git", "add", "dvc.yaml", "params.yaml", "stream.yaml", ".gitignore", ".dvc", "data/arrivals/.gitignore")
+    return ws

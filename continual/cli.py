@@ -1,0 +1,131 @@
+"""`continual`: the command line. Each command is a thin layer over a library function; heavy imports
+(torch, avalanche, mlflow) happen inside the command that needs them, so `--help` stays fast."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _workspace(args):
+    from continual.params import load_params
+    from continual.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    return ws, load_params(ws.params_file)
+
+
+def cmd_init(args) -> int:
+    from continual.workspace import create_workspace
+
+    ws = create_workspace(args.dir)
+    print(f"workspace ready at {ws.root}\nnext: continual ingest FILE --name NAME, then dvc repro")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from continual.ingest import ingest_file
+
+    ws, params = _workspace(args)
+    report = ingest_file(ws, Path(args.file), args.name, params)
+    print(report.summary())
+    print("next: dvc repro")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from continual.ingest import verify_arrivals
+
+    ws, _ = _workspace(args)
+    verify_arrivals(ws)
+    marker = ws.root / ".continual" / "verified"
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text("every file under data/arrivals/ was ingested\n")
+    return 0
+
+
+def cmd_round(args) -> int:
+    from continual.round import run_round
+
+    ws, params = _workspace(args)
+    metrics = run_round(ws, args.key, params)
+    print(f"round {metrics['round']} {args.key}: avg_acc {metrics['avg_acc']:.3f}, "
+          f"forgetting {metrics['forgetting_avg']:.3f}, bwt {metrics['bwt']:.3f}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from continual.report import format_matrix, load_round_metrics, write_report
+
+    ws, _ = _workspace(args)
+    write_report(ws)
+    rounds = load_round_metrics(ws)
+    if rounds:
+        print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from continual.report import format_matrix, format_rounds, load_round_metrics
+
+    ws, _ = _workspace(args)
+    rounds = load_round_metrics(ws)
+    pending = [k for k in ws.stream() if not (ws.round_dir(k) / "metrics.json").exists()]
+    print(format_rounds(rounds))
+    if rounds:
+        print("\naccuracy matrix (row: after round, column: evaluated on arrival)")
+        print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
+    if pending:
+        print(f"\nnot trained yet: {', '.join(pending)} (run dvc repro)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from continual.demo import run_demo
+
+    return run_demo(Path(args.dir), strategy=args.strategy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="continual", description=__doc__.split("\n")[0])
+    parser.add_argument("-C", "--workspace", default=".", help="workspace folder (default: current)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="create a workspace: git + DVC, dvc.yaml, params.yaml, data/arrivals/")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("ingest", help="validate a CSV/JSONL of labelled text and register it as the next arrival")
+    p.add_argument("file")
+    p.add_argument("--name", required=True, help="arrival name (lower case letters, digits, - and _)")
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("verify", help="fail if data/arrivals/ holds anything not ingested (a dvc.yaml stage)")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("round", help="train and evaluate one round (a dvc.yaml stage; run dvc repro instead)")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_round)
+    p = sub.add_parser("report", help="write reports/: accuracy matrix, curves, plots (a dvc.yaml stage)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("status", help="print the rounds: arrival, examples, strategy, accuracy, forgetting")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("demo", help="the VADER four-domain demo in a fresh workspace")
+    p.add_argument("dir", nargs="?", default="demo")
+    p.add_argument("--strategy", default=None, help="override strategy.name for the demo workspace")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"continual {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

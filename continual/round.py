@@ -1,0 +1,126 @@
+"""One round: previous model + new arrival -> trained, evaluated round folder, written atomically."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from continual.evaluation import accuracy, confusion
+from continual.ingest import read_split
+from continual.metrics import summarise
+from continual.model import LogitsOnly, base_model_path, grow_head, labels_of, load_classifier
+from continual.strategies import RoundContext, make_strategy
+from continual.trainer import train_one_experience
+from continual.workspace import Workspace
+
+
+def set_threads(train: dict) -> int:
+    threads = int(train.get("threads") or 0) or int(os.environ.get("CONTINUAL_THREADS", "0") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def labels_in_order(ws: Workspace, keys: list[str]) -> list[str]:
+    """Labels by first appearance along the stream (sorted within an arrival): ids never move."""
+    labels: list[str] = []
+    for key in keys:
+        for label in sorted({r["label"] for split in ("train", "test") for r in read_split(ws, key, split)}):
+            if label not in labels:
+                labels.append(label)
+    return labels
+
+
+def run_round(ws: Workspace, key: str, params: dict) -> dict:
+    """Train the round for arrival ``key`` and write ``rounds/<key>``; returns its metrics."""
+    started = time.perf_counter()
+    keys = ws.keys_up_to(key)
+    index, prev = len(keys), (keys[-2] if len(keys) > 1 else None)
+    train, max_length = params["train"], int(params["model"]["max_length"])
+    threads = set_threads(train)
+    seed_everything(int(params["seed"]) + index)
+    strategy = make_strategy(params)
+    labels = labels_in_order(ws, keys)
+    tests = {k: read_split(ws, k, "test") for k in keys}
+
+    acc_before = None
+    if prev is not None:
+        model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
+        acc_before, _ = accuracy(model, tokenizer, tests[key], max_length, int(train["eval_batch_size"]))
+    if prev is None or strategy.from_base:
+        model, tokenizer = load_classifier(base_model_path(params["model"]["base"]), labels)
+    grow_head(model, labels)
+
+    context = RoundContext(tokenizer, dict(model.config.label2id), max_length)
+    wrapped = LogitsOnly(model, tokenizer.pad_token_id)
+    if prev is not None and not strategy.from_base:
+        strategy.restore(ws.round_dir(prev), context, wrapped)
+    rows = [{**row, "arrival": k} for k in strategy.train_keys(keys) for row in read_split(ws, k, "train")]
+    dataset = context.dataset(rows)
+    steps = -(-len(rows) // int(train["batch_size"]))
+    progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
+                                    desc=f"round {index} {key} [{strategy.name}]")
+
+    model.cpu()
+    row, predictions = [], {}
+    for k in keys:
+        acc, predictions[k] = accuracy(model, tokenizer, tests[k], max_length, int(train["eval_batch_size"]))
+        row.append(acc)
+    previous = json.loads((ws.round_dir(prev) / "metrics.json").read_text()) if prev else None
+    matrix = [*(previous["accuracy_matrix"] if previous else []), row]
+
+    metrics = {
+        "round": index, "key": key, "strategy": strategy.name, "arrivals": keys, "accuracy_matrix": matrix,
+        **summarise(matrix, keys),
+        "acc_before_update": acc_before,
+        "examples": progress.examples, "train_rows": len(rows),
+        "examples_per_s": progress.examples / progress.seconds if progress.seconds else 0.0,
+        "train_seconds": progress.seconds, "threads": threads,
+        "confusion": confusion(tests[key], predictions[key], labels_of(model)),
+    }
+    round_info = {
+        "key": key, "index": index, "arrival": key.split("-", 1)[1], "parent": prev, "strategy": strategy.name,
+        "labels": labels_of(model), "data_hash": ws.arrival_hash(key),
+        "params": {name: params[name] for name in ("seed", "model", "train", "strategy")},
+    }
+    write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started)
+    return metrics
+
+
+def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
+                round_info: dict, started: float) -> None:
+    """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
+    final = ws.round_dir(key)
+    tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model", safe_serialization=True)
+    tokenizer.save_pretrained(tmp / "model")
+    metrics.update(strategy.save(tmp, context))
+    metrics.setdefault("buffer_size", 0)
+    with open(tmp / "train_log.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("step", "loss", "lr"), *log_rows])
+    (tmp / "round.json").write_text(json.dumps(round_info, indent=2) + "\n")
+    metrics["wall_seconds"] = time.perf_counter() - started
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    ws.metrics_dir.mkdir(parents=True, exist_ok=True)
+    flat = {k: metrics[k] for k in ("avg_acc", "forgetting_avg", "forgetting_max", "bwt", "acc_before_update",
+                                    "examples_per_s", "wall_seconds", "buffer_size")}
+    flat["acc"], flat["forgetting"] = metrics["acc"], metrics["forgetting"]
+    (ws.round_metrics_file(key)).write_text(json.dumps(flat, indent=2) + "\n")

@@ -1,0 +1,62 @@
+"""What every strategy declares, at the same few points of a round (after Mammoth's one-file methods).
+
+A strategy gives Avalanche plugins for training, restores its state from the previous round folder before
+training, and saves it into the new round folder after. State files are plain data (JSONL rows,
+safetensors), never pickles, so a round folder loads in a later version of the code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from continual.data import avalanche_dataset
+
+
+@dataclass
+class RoundContext:
+    """What a round shares with its strategy: tokenizer, label map, and every row the round has touched."""
+
+    tokenizer: object
+    label2id: dict[str, int]
+    max_length: int
+    rows: list[dict] = field(default_factory=list)
+
+    def dataset(self, rows: list[dict]):
+        """An Avalanche dataset of ``rows``; each item remembers its row in ``self.rows``."""
+        first = len(self.rows)
+        self.rows.extend(rows)
+        return avalanche_dataset(rows, list(range(first, first + len(rows))), self.tokenizer, self.label2id,
+                                 self.max_length)
+
+    def rows_of(self, dataset) -> list[dict]:
+        return [self.rows[int(i)] for i in dataset.row_ids]
+
+
+class Strategy:
+    name = "base"
+    from_base = False  # True: start every round from the pretrained base (joint retraining)
+    parts: tuple = ()  # a composed strategy lists its parts; each contributes plugins and state
+
+    def __init__(self, params: dict):
+        self.params = params
+        self.parts_ = [part(params) for part in self.parts]
+
+    def plugins(self) -> list:
+        return [plugin for part in self.parts_ for plugin in part.plugins()]
+
+    def train_keys(self, keys_so_far: list[str]) -> list[str]:
+        """The arrivals whose train split this round trains on (the newest, unless joint)."""
+        return keys_so_far[-1:]
+
+    def restore(self, folder: Path, context: RoundContext, model: torch.nn.Module) -> None:
+        for part in self.parts_:
+            part.restore(folder, context, model)
+
+    def save(self, folder: Path, context: RoundContext) -> dict:
+        """Write state files into ``folder``; return figures for metrics.json (e.g. buffer size)."""
+        figures: dict = {}
+        for part in self.parts_:
+            figures.update(part.save(folder, context))
+        return figures

@@ -1,0 +1,74 @@
+"""Experience replay: Avalanche's ReplayPlugin with a reservoir or class-balanced storage policy.
+
+Avalanche keeps the buffer in memory only; we save it as text rows (buffer.jsonl, with each row's reservoir
+weight) and rebuild the storage policy's groups from them in the next round's process.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from avalanche.training.plugins import ReplayPlugin
+from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
+
+from continual.strategies.base import RoundContext, Strategy
+
+BUFFER_FILE = "buffer.jsonl"
+
+
+class Replay(Strategy):
+    name = "replay"
+
+    def __init__(self, params: dict):
+        super().__init__(params)
+        cfg = params["strategy"]["replay"]
+        self.mem_size = int(cfg["mem_size"])
+        if cfg["policy"] == "class_balanced":
+            self.policy = ClassBalancedBuffer(max_size=self.mem_size, adaptive_size=True)
+        elif cfg["policy"] == "reservoir":
+            self.policy = ReservoirSamplingBuffer(max_size=self.mem_size)
+        else:
+            raise ValueError(f"strategy.replay.policy must be class_balanced or reservoir, not {cfg['policy']!r}")
+        mem_batch = int(cfg.get("batch_size_mem") or 0) or None
+        self.plugin = ReplayPlugin(mem_size=self.mem_size, batch_size_mem=mem_batch, storage_policy=self.policy)
+
+    def plugins(self) -> list:
+        return [self.plugin]
+
+    def restore(self, folder: Path, context: RoundContext, model: torch.nn.Module) -> None:
+        path = folder / BUFFER_FILE
+        if not path.exists():
+            return
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        if isinstance(self.policy, ClassBalancedBuffer):
+            by_label = defaultdict(list)
+            for row in rows:
+                by_label[context.label2id[row["label"]]].append(row)
+            for label_id, group in by_label.items():
+                self.policy.buffer_groups[label_id] = self._reservoir(group, len(group), context)
+                self.policy.seen_classes.add(label_id)
+        else:
+            restored = self._reservoir(rows, self.mem_size, context)
+            self.policy.buffer, self.policy._buffer_weights = restored.buffer, restored._buffer_weights
+
+    @staticmethod
+    def _reservoir(rows: list[dict], size: int, context: RoundContext) -> ReservoirSamplingBuffer:
+        rows = sorted(rows, key=lambda r: -r["weight"])  # Avalanche's invariant: weights sorted, descending
+        buffer = ReservoirSamplingBuffer(size)
+        buffer.buffer = context.dataset([{k: v for k, v in r.items() if k != "weight"} for r in rows])
+        buffer._buffer_weights = torch.tensor([r["weight"] for r in rows], dtype=torch.float)
+        return buffer
+
+    def save(self, folder: Path, context: RoundContext) -> dict:
+        if isinstance(self.policy, ClassBalancedBuffer):
+            groups = list(self.policy.buffer_groups.values())
+        else:
+            groups = [self.policy]
+        lines = []
+        for group in groups:
+            for row, weight in zip(context.rows_of(group.buffer), group._buffer_weights.tolist()):
+                lines.append(json.dumps({**row, "weight": weight}, ensure_ascii=False))
+        (folder / BUFFER_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return {"buffer_size": len(lines)}
