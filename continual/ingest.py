@@ -1,0 +1,465 @@
+"""A labelled text file becomes a registered arrival: validated, de-duplicated, split, tracked by DVC.
+
+Every check runs on the file in memory before anything is written, so a rejected file leaves the workspace
+exactly as it was. Once writing starts, a failure undoes what was written (`_Undo`).
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from continual.workspace import ARRIVAL_NAME, Workspace
+
+SPLITS = ("train", "test")
+JSONL_SUFFIXES = {".jsonl", ".json-lines", ".ndjson"}
+EXAMPLES_SHOWN = 3
+INGEST_HINT = "`continual ingest FILE --name NAME`"
+
+
+class ArrivalError(ValueError):
+    """A file that cannot become an arrival, or a data/arrivals/ folder out of step with stream.yaml."""
+
+
+@dataclass
+class Row:
+    id: str
+    text: str
+    label: str
+    line: int  # where the row starts in the source file, for messages
+
+    def as_json(self) -> str:
+        return json.dumps({"id": self.id, "text": self.text, "label": self.label}, ensure_ascii=False)
+
+
+@dataclass
+class Duplicates:
+    policy: str
+    seen_before: int = 0  # texts already in an earlier arrival (train or test)
+    within_file: int = 0  # repeats of an earlier row of the same file
+    conflicting_labels: int = 0  # within-file repeats whose label differs from the first occurrence
+    dropped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    key: str
+    source: str
+    rows: int  # rows read from the file, before duplicates were dropped
+    train: int
+    test: int
+    label_counts: dict[str, dict[str, int]]  # split -> label -> count
+    duplicates: Duplicates
+    new_labels: list[str]  # labels no earlier arrival had
+
+    def summary(self) -> str:
+        labels = sorted(set(self.label_counts["train"]) | set(self.label_counts["test"]))
+        per_label = ", ".join(
+            f"{lab} {self.label_counts['train'].get(lab, 0)}/{self.label_counts['test'].get(lab, 0)}" for lab in labels
+        )
+        d = self.duplicates
+        lines = [
+            f"Registered {self.key} from {self.source}: {self.rows} rows -> {self.train} train, {self.test} test",
+            f"  labels (train/test): {per_label}",
+            f"  duplicates: {d.seen_before} seen in earlier arrivals, {d.within_file} repeated within the file"
+            f" ({d.conflicting_labels} with a different label); {d.dropped} dropped (ingest.duplicates={d.policy})",
+            *(f"    {example}" for example in d.examples),
+        ]
+        if self.new_labels:
+            lines.append(f"  new labels: {', '.join(self.new_labels)}")
+        return "\n".join(lines)
+
+
+# -- public API ----------------------------------------------------------------------------------
+
+
+def ingest_file(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> IngestReport:
+    """Validate ``source`` and register it as the next arrival ``<NNNN>-<name>`` (raises ArrivalError)."""
+    source = Path(source)
+    cfg = params["ingest"]
+    _check_params(cfg)
+    old_keys = ws.stream()
+    _check_name(ws, source, name, old_keys)
+    key = ws.next_key(name)
+
+    if not source.is_file():
+        raise _error(source, None, "no such file")
+    data = source.read_bytes()
+    rows = _parse(source, data, name, cfg["max_text_chars"])
+    earlier_texts, earlier_labels = _earlier_arrivals(ws, old_keys)
+    kept, duplicates = _dedupe(rows, earlier_texts, cfg["duplicates"])
+    _check_label_counts(source, kept, cfg["min_per_label"], duplicates.dropped)
+    train, test = _split(kept, cfg["test_fraction"], random.Random(f"{params['seed']}:{key}"))
+
+    label_counts = {
+        split: dict(sorted(Counter(r.label for r in part).items())) for split, part in zip(SPLITS, (train, test))
+    }
+    record = {
+        "key": key,
+        "name": name,
+        "index": len(old_keys) + 1,
+        "source": source.name,
+        "source_sha256": hashlib.sha256(data).hexdigest(),
+        "rows": {"read": len(rows), "kept": len(kept), "train": len(train), "test": len(test)},
+        "labels": label_counts,
+        "duplicates": dataclasses.asdict(duplicates),
+        "seed": params["seed"],
+        "test_fraction": cfg["test_fraction"],
+    }
+    files = {
+        ws.arrival_split_file(key, "train"): "".join(r.as_json() + "\n" for r in train),
+        ws.arrival_split_file(key, "test"): "".join(r.as_json() + "\n" for r in test),
+        ws.arrival_record_file(key): json.dumps(record, indent=2, ensure_ascii=False) + "\n",
+    }
+    _register(ws, key, files, old_keys)
+    return IngestReport(
+        key=key,
+        source=source.name,
+        rows=len(rows),
+        train=len(train),
+        test=len(test),
+        label_counts=label_counts,
+        duplicates=duplicates,
+        new_labels=sorted({r.label for r in kept} - earlier_labels),
+    )
+
+
+def verify_arrivals(ws: Workspace) -> None:
+    """Raise ArrivalError unless data/arrivals/ holds exactly the arrivals stream.yaml registers.
+
+    A file copied in by hand would otherwise slip past validation, splitting and versioning.
+    """
+    keys = ws.stream()
+    expected = {ws.arrivals_dir / ".gitignore"}
+    for key in keys:
+        expected |= {ws.arrival_dir(key), ws.arrival_dvc_file(key), ws.arrival_record_file(key)}
+        expected |= {ws.arrival_split_file(key, split) for split in SPLITS}
+    # Look one level into registered folders too: a file dropped into one would change a round's input.
+    folders = [ws.arrivals_dir] + [ws.arrival_dir(key) for key in keys if ws.arrival_dir(key).is_dir()]
+    present = [p for folder in folders if folder.is_dir() for p in folder.iterdir()]
+    strays = sorted(str(p.relative_to(ws.root)) for p in present if p not in expected)
+    missing = [key for key in keys if not ws.arrival_dir(key).is_dir()]
+
+    problems = []
+    if strays:
+        problems.append(
+            f"{', '.join(strays)}: not registered in stream.yaml. Arrivals enter only through {INGEST_HINT}, "
+            "which validates, splits and versions them: move the file out of data/arrivals/ and ingest it."
+        )
+    if missing:
+        problems.append(
+            f"registered in stream.yaml but missing from data/arrivals/: {', '.join(missing)}. "
+            f"Restore them with `dvc checkout` (or `dvc pull`); new data goes in with {INGEST_HINT}."
+        )
+    if problems:
+        raise ArrivalError("\n".join(problems))
+
+
+def read_split(ws: Workspace, key: str, split: str) -> list[dict[str, str]]:
+    """The rows (id, text, label) of one split of a registered arrival."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    with ws.arrival_split_file(key, split).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _error(source: Path, line: int | None, problem: str) -> ArrivalError:
+    return ArrivalError(f"{source}: line {line}: {problem}" if line else f"{source}: {problem}")
+
+
+def _check_params(cfg: dict[str, Any]) -> None:
+    if cfg["duplicates"] not in ("drop", "keep"):
+        raise ValueError(f"params: ingest.duplicates must be drop or keep, not {cfg['duplicates']!r}")
+    if not 0 < cfg["test_fraction"] < 1:
+        raise ValueError(f"params: ingest.test_fraction must be between 0 and 1, not {cfg['test_fraction']!r}")
+
+
+def _check_name(ws: Workspace, source: Path, name: str, old_keys: list[str]) -> None:
+    if not ARRIVAL_NAME.match(name):
+        raise _error(
+            source, None, f"arrival name {name!r} is not allowed: use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    used = [key for key in old_keys if ws.arrival_name(key) == name]
+    if used:
+        raise _error(source, None, f"arrival name {name!r} is already used by {used[0]}; choose another --name")
+    key = ws.next_key(name)
+    for path in (ws.arrival_dir(key), ws.arrival_dvc_file(key)):
+        if path.exists():
+            where = path.relative_to(ws.root)
+            raise _error(source, None, f"{where} already exists but is not registered in stream.yaml; move it away")
+
+
+def _line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _decode(source: Path, data: bytes) -> str:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _error(source, None, "the file is UTF-16; save it as UTF-8")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise _error(source, _line_at(data, nul), f"binary file (NUL byte at byte offset {nul}), not UTF-8 text")
+    body = data.removeprefix(codecs.BOM_UTF8)  # spreadsheet exports often start with a BOM
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = e.start + len(data) - len(body)
+        raise _error(source, _line_at(data, offset), f"not UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset})")
+    return text
+
+
+def _csv_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, str]]]:
+    # strict=True: an unclosed quote is an error, not a field that silently swallows the rest of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    start = 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            problem = "a quoted field is never closed" if "unexpected end of data" in str(e) else str(e)
+            raise _error(source, start, f"not valid CSV: {problem}") from None
+        line, start = start, reader.line_num + 1
+        if not any(cell.strip() for cell in record):
+            continue  # blank line
+        if header is None:
+            header = [cell.strip() for cell in record]
+            for column in ("text", "label"):
+                if column not in header:
+                    raise _error(source, line, f"missing `{column}` column (the header has: {', '.join(header)})")
+            continue
+        if len(record) != len(header):
+            raise _error(source, line, f"{len(record)} fields, but the header has {len(header)}")
+        yield line, dict(zip(header, record))
+
+
+def _jsonl_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise _error(source, line, f"not valid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise _error(source, line, f"expected a JSON object with `text` and `label`, got {type(obj).__name__}")
+        for column in ("text", "label"):
+            if column not in obj:
+                raise _error(source, line, f"missing `{column}` field")
+        yield line, obj
+
+
+def _row(source: Path, line: int, record: dict[str, Any], name: str, max_chars: int) -> Row:
+    text, label, id_ = record["text"], record["label"], record.get("id")
+    if not isinstance(text, str):
+        raise _error(source, line, "`text` must be a string")
+    if label is None:
+        label = ""
+    if isinstance(label, bool) or not isinstance(label, (str, int)):
+        raise _error(source, line, "`label` must be a string or an integer")
+    # Windows line ends inside a text (CSV quoted fields, JSON "\r\n") become "\n": the same text, one spelling.
+    text, label = text.replace("\r\n", "\n").replace("\r", "\n").strip(), str(label).strip()
+    if not text:
+        raise _error(source, line, "empty text")
+    if len(text) > max_chars:
+        raise _error(source, line, f"text is {len(text)} characters long; ingest.max_text_chars is {max_chars}")
+    if not label:
+        raise _error(source, line, "empty label")
+    id_ = "" if id_ is None else str(id_).strip()
+    return Row(id=id_ or f"{name}-{line}", text=text, label=label, line=line)
+
+
+def _parse(source: Path, data: bytes, name: str, max_chars: int) -> list[Row]:
+    text = _decode(source, data)
+    if not text.strip():
+        raise _error(source, None, "the file is empty")
+    suffix = source.suffix.lower()
+    is_jsonl = suffix in JSONL_SUFFIXES or (suffix != ".csv" and text.lstrip().startswith("{"))
+    records = _jsonl_records(source, text) if is_jsonl else _csv_records(source, text)
+    rows: list[Row] = []
+    first_line: dict[str, int] = {}
+    for line, record in records:
+        row = _row(source, line, record, name, max_chars)
+        if row.id in first_line:
+            raise _error(source, line, f"duplicate id {row.id!r} (first on line {first_line[row.id]})")
+        first_line[row.id] = line
+        rows.append(row)
+    if not rows:
+        raise _error(source, None, "no rows (the file has only a header or blank lines)")
+    return rows
+
+
+def _normalised(text: str) -> str:
+    """What counts as the same text: case and whitespace runs do not matter."""
+    return " ".join(text.split()).casefold()
+
+
+def _earlier_arrivals(ws: Workspace, keys: list[str]) -> tuple[set[str], set[str]]:
+    texts: set[str] = set()
+    labels: set[str] = set()
+    for key in keys:
+        if not ws.arrival_dir(key).is_dir():
+            raise ArrivalError(f"arrival {key} is missing from data/arrivals/: run `dvc checkout` or `dvc pull`")
+        for split in SPLITS:
+            for row in read_split(ws, key, split):
+                texts.add(_normalised(row["text"]))
+                labels.add(row["label"])
+    return texts, labels
+
+
+def _dedupe(rows: list[Row], earlier: set[str], policy: str) -> tuple[list[Row], Duplicates]:
+    dups = Duplicates(policy=policy)
+    first: dict[str, Row] = {}
+    kept: list[Row] = []
+    for row in rows:
+        norm = _normalised(row.text)
+        if norm in earlier:
+            dups.seen_before += 1
+            note = f"line {row.line} is already in an earlier arrival: {row.text[:60]!r}"
+        elif norm in first:
+            dups.within_file += 1
+            original = first[norm]
+            note = f"line {row.line} repeats line {original.line}"
+            if original.label != row.label:
+                dups.conflicting_labels += 1
+                note += f" with label {row.label!r} instead of {original.label!r}"
+        else:
+            first[norm] = row
+            kept.append(row)
+            continue
+        if len(dups.examples) < EXAMPLES_SHOWN:
+            dups.examples.append(note)
+        if policy == "drop":
+            dups.dropped += 1
+        else:
+            kept.append(row)
+    return kept, dups
+
+
+def _check_label_counts(source: Path, rows: list[Row], min_per_label: int, dropped: int) -> None:
+    # A label needs one train and one test example whatever min_per_label says.
+    need = max(2, min_per_label)
+    after = f" after dropping {dropped} duplicates" if dropped else ""
+    if not rows:
+        raise _error(source, None, f"no rows left{after}")
+    short = {label: n for label, n in sorted(Counter(r.label for r in rows).items()) if n < need}
+    if short:
+        counts = ", ".join(f"label {label!r} has {n}" for label, n in short.items())
+        raise _error(
+            source, None, f"too few examples to split{after}: {counts}; every label needs at least {need} "
+            f"(ingest.min_per_label is {min_per_label})"
+        )
+
+
+def _split(rows: list[Row], test_fraction: float, rng: random.Random) -> tuple[list[Row], list[Row]]:
+    """Stratified: each label holds out round(n * test_fraction) rows, at least one, leaving at least one."""
+    by_label: dict[str, list[Row]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r.id):  # sorted first so file order does not move the split
+        by_label[row.label].append(row)
+    train: list[Row] = []
+    test: list[Row] = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        n_test = min(len(group) - 1, max(1, round(len(group) * test_fraction)))
+        test += group[:n_test]
+        train += group[n_test:]
+    return sorted(train, key=lambda r: r.id), sorted(test, key=lambda r: r.id)
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def _dvc_executable() -> str:
+    beside = Path(sys.executable).parent / "dvc"  # the dvc installed with this package, even if not on PATH
+    return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        output = (done.stderr or done.stdout).strip()
+        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {done.returncode}: {output}")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _tree(root: Path) -> set[Path]:
+    return {root, *root.rglob("*")} if root.exists() else set()
+
+
+class _Undo:
+    """What registering an arrival may change, captured before it starts, so a failure can put it back.
+
+    Not restored: DVC's own lock files under .dvc/tmp. The git index is only written by the last step.
+    """
+
+    def __init__(self, ws: Workspace, key: str) -> None:
+        self.saved = {
+            path: path.read_bytes() if path.exists() else None
+            for path in (ws.stream_file, ws.arrivals_dir / ".gitignore", ws.arrival_dvc_file(key))
+        }
+        new_dir = ws.arrival_dir(key)
+        while not new_dir.parent.exists():  # the topmost folder this arrival creates (data/ in a new workspace)
+            new_dir = new_dir.parent
+        self.new_dir = new_dir
+        self.cache = ws.root / ".dvc" / "cache"
+        self.cache_before = _tree(self.cache)
+
+    def __call__(self) -> None:
+        shutil.rmtree(self.new_dir, ignore_errors=True)
+        for path, content in self.saved.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            elif not path.exists() or path.read_bytes() != content:
+                _write_atomic(path, content)
+        # Objects `dvc add` put in the cache; reverse order removes files before their folders.
+        for path in sorted(_tree(self.cache) - self.cache_before, reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+
+
+def _register(ws: Workspace, key: str, files: dict[Path, str], old_keys: list[str]) -> None:
+    undo = _Undo(ws, key)
+    try:
+        ws.arrival_dir(key).mkdir(parents=True)
+        for path, text in files.items():
+            path.write_text(text, encoding="utf-8")
+        arrival = str(ws.arrival_dir(key).relative_to(ws.root))
+        _run([_dvc_executable(), "add", arrival], ws.root)
+        _write_atomic(ws.stream_file, ws.stream_text(old_keys + [key]).encode())
+        tracked = [ws.arrival_dvc_file(key), ws.arrivals_dir / ".gitignore", ws.stream_file]
+        _run(["git", "add", "--", *(str(p.relative_to(ws.root)) for p in tracked)], ws.root)
+    except BaseException:
+        undo()
+        raise

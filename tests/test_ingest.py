@@ -1,0 +1,280 @@
+"""continual.ingest on real workspaces (git + DVC in tmp_path)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import continual
+from continual import ingest
+from continual.ingest import ArrivalError, ingest_file, read_split, verify_arrivals
+from continual.params import load_params
+from continual.workspace import Workspace
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def make_workspace(root: Path) -> Workspace:
+    root.mkdir(parents=True)
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    template = Path(continual.__file__).parent / "template"
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(template / name, root / name)
+    ws = Workspace.at(root)
+    ws.stream_file.write_text(ws.stream_text([]))
+    return ws
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def params(ws: Workspace) -> dict:
+    return load_params(ws.params_file)
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every folder and file under root (path -> sha256 of its bytes), .git and .dvc included."""
+    out = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if not rel.startswith(skip):
+            out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def labelled(per_label: int = 10, labels: tuple[str, ...] = ("neg", "pos"), prefix: str = "review") -> list[tuple]:
+    return [(f"{prefix} {label} number {i}", label) for label in labels for i in range(per_label)]
+
+
+def write_csv(path: Path, rows: list[tuple], header: tuple[str, ...] = ("text", "label")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def staged(ws: Workspace) -> set[str]:
+    # ls-files only reads the index (git status could rewrite it).
+    return set(subprocess.run(["git", "ls-files"], cwd=ws.root, capture_output=True, text=True).stdout.split())
+
+
+# -- good files ----------------------------------------------------------------------------------
+
+
+def test_csv_arrival_is_written_split_tracked_and_registered(ws, params, tmp_path):
+    source = write_csv(tmp_path / "in" / "tweets.csv", labelled(10, ("neg", "neu", "pos")))
+    report = ingest_file(ws, source, "tweets", params)
+
+    key = "0001-tweets"
+    assert report.key == key and report.rows == 30 and (report.train, report.test) == (24, 6)
+    assert report.new_labels == ["neg", "neu", "pos"]
+    assert key in report.summary()
+    train, test = read_split(ws, key, "train"), read_split(ws, key, "test")
+    for label in ("neg", "neu", "pos"):  # stratified: round(10 * 0.2) of each label held out
+        assert sum(r["label"] == label for r in test) == 2
+        assert sum(r["label"] == label for r in train) == 8
+    assert {r["id"] for r in train}.isdisjoint({r["id"] for r in test})
+    assert {r["text"] for r in train + test} == {text for text, _ in labelled(10, ("neg", "neu", "pos"))}
+    assert [r["id"] for r in train] == sorted(r["id"] for r in train)
+    assert set(train[0]) == {"id", "text", "label"} and train[0]["id"].startswith("tweets-")
+
+    record = json.loads(ws.arrival_record_file(key).read_text())
+    assert record["index"] == 1 and record["source"] == "tweets.csv"
+    assert record["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert record["labels"]["test"] == {"neg": 2, "neu": 2, "pos": 2}
+
+    assert ws.arrival_dvc_file(key).exists()
+    assert f"/{key}" in (ws.arrivals_dir / ".gitignore").read_text().split()
+    assert ws.stream() == [key]
+    assert yaml.safe_load(ws.stream_file.read_text())["rounds"][key]["index"] == 1
+    assert {f"data/arrivals/{key}.dvc", "data/arrivals/.gitignore", "stream.yaml"} <= staged(ws)
+    verify_arrivals(ws)
+
+
+def test_jsonl_arrival_keeps_ids_strips_text_and_normalises_crlf(ws, params, tmp_path):
+    lines = [{"id": i, "text": f"  movie {i}\r\nline two  ", "label": i % 2} for i in range(8)]
+    source = tmp_path / "movies.json-lines"
+    source.write_bytes(b"\r\n".join(json.dumps(x).encode() for x in lines) + b"\r\n")
+    report = ingest_file(ws, source, "movies", params)
+
+    rows = read_split(ws, report.key, "train") + read_split(ws, report.key, "test")
+    assert sorted(r["id"] for r in rows) == [str(i) for i in range(8)]
+    assert {r["text"] for r in rows} == {f"movie {i}\nline two" for i in range(8)}
+    assert {r["label"] for r in rows} == {"0", "1"}
+    assert report.test == 2  # one of each label: round(4 * 0.2) = 1
+
+
+def test_format_is_sniffed_when_the_extension_says_nothing(ws, params, tmp_path):
+    source = tmp_path / "nyt.txt"
+    source.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in labelled(3)))
+    assert ingest_file(ws, source, "nyt", params).rows == 6
+
+
+def test_split_is_reproducible_and_follows_the_seed(tmp_path):
+    source = write_csv(tmp_path / "in.csv", labelled(20))
+    out = []
+    for name, seed in (("a", 42), ("b", 42), ("c", 7)):
+        ws = make_workspace(tmp_path / name)
+        ingest_file(ws, source, "amazon", {**load_params(ws.params_file), "seed": seed})
+        out.append([ws.arrival_split_file("0001-amazon", split).read_bytes() for split in ("train", "test")])
+    a, b, c = out
+    assert a == b
+    assert a != c
+
+
+def test_arrivals_get_consecutive_keys_and_report_new_labels(ws, params, tmp_path):
+    first = ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    second = ingest_file(ws, write_csv(tmp_path / "2.csv", labelled(5, ("neg", "sarcasm"), "other")), "movies", params)
+    assert (first.key, second.key) == ("0001-tweets", "0002-movies")
+    assert second.new_labels == ["sarcasm"]
+    assert ws.stream() == ["0001-tweets", "0002-movies"]
+    rounds = yaml.safe_load(ws.stream_file.read_text())["rounds"]
+    assert [rounds[k]["index"] for k in ws.stream()] == [1, 2]
+    assert json.loads(ws.arrival_record_file("0002-movies").read_text())["index"] == 2
+    verify_arrivals(ws)
+
+
+@pytest.mark.parametrize("policy", ["drop", "keep"])
+def test_duplicates_are_reported_and_dropped_or_kept(ws, params, tmp_path, policy):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    rows = labelled(5, prefix="fresh") + [
+        ("  REVIEW   neg number 0 ", "neg"),  # an earlier arrival's text, other case and spacing
+        ("fresh neg number 1", "neg"),  # repeats a row of this file
+        ("fresh pos number 2", "neg"),  # repeats a row of this file with another label
+    ]
+    params["ingest"]["duplicates"] = policy
+    report = ingest_file(ws, write_csv(tmp_path / "2.csv", rows), "movies", params)
+
+    d = report.duplicates
+    assert (d.seen_before, d.within_file, d.conflicting_labels) == (1, 2, 1)
+    assert any("line 14 repeats line 9" in e and "'neg' instead of 'pos'" in e for e in d.examples)
+    assert d.dropped == (3 if policy == "drop" else 0)
+    assert report.train + report.test == (10 if policy == "drop" else 13)
+    assert "1 seen in earlier arrivals" in report.summary()
+
+
+# -- bad files: rejected, the workspace untouched ------------------------------------------------
+
+LONG = "x" * 10_001
+BAD_FILES = {
+    "not_utf8": ("a.csv", b"text,label\nfine,pos\nbad \xff byte,neg\n", ["line 3", "not UTF-8", "offset 24"]),
+    "utf16": ("a.csv", "text,label\nhi,pos\n".encode("utf-16"), ["UTF-16"]),
+    "binary": ("a.csv", b"text,label\nab\x00c,pos\n", ["line 2", "binary file", "NUL"]),
+    "no_text_column": ("a.csv", b"body,label\nhi,pos\nho,pos\n", ["line 1", "missing `text` column"]),
+    "no_label_column": ("a.csv", b"text,tag\nhi,pos\nho,pos\n", ["line 1", "missing `label` column"]),
+    "no_label_field": ("a.jsonl", b'{"text": "hi", "label": "pos"}\n{"text": "ho"}\n', ["line 2", "missing `label`"]),
+    "empty": ("a.csv", b"", ["the file is empty"]),
+    "blank": ("a.jsonl", b"\n  \n", ["the file is empty"]),
+    "header_only": ("a.csv", b"text,label\n", ["no rows"]),
+    "empty_text": ("a.csv", b"text,label\nhi,pos\n   ,pos\n", ["line 3", "empty text"]),
+    "empty_label": ("a.csv", b"text,label\nhi,pos\nho, \n", ["line 3", "empty label"]),
+    "null_label": ("a.jsonl", b'{"text": "hi", "label": null}\n', ["line 1", "empty label"]),
+    "too_few": ("a.csv", b"text,label\na,pos\nb,pos\nc,neg\n", ["too few examples", "'neg' has 1"]),
+    "wrong_field_count": ("a.csv", b"text,label\na,pos\nb,pos,extra\n", ["line 3", "3 fields", "header has 2"]),
+    "open_quote": ("a.csv", b'text,label\na,pos\n"b,pos\nc,neg\n', ["line 3", "not valid CSV", "never closed"]),
+    "bad_json": ("a.jsonl", b'{"text": "a", "label": "p"}\n{"text": "b",\n', ["line 2", "not valid JSON"]),
+    "json_not_object": ("a.jsonl", b'["a", "pos"]\n', ["line 1", "expected a JSON object"]),
+    "too_long": ("a.csv", f"text,label\nok,pos\n{LONG},pos\n".encode(), ["line 3", "10001 characters"]),
+    "duplicate_id": ("a.csv", b"id,text,label\nx,a,pos\nx,b,pos\n", ["line 3", "duplicate id 'x'", "line 2"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_file_is_rejected_and_nothing_changes(ws, params, tmp_path, case):
+    file_name, content, expected = BAD_FILES[case]
+    source = tmp_path / "in" / file_name
+    source.parent.mkdir()
+    source.write_bytes(content)
+    before = snapshot(ws.root)
+    with pytest.raises(ArrivalError) as caught:
+        ingest_file(ws, source, "tweets", params)
+    message = str(caught.value)
+    assert str(source) in message
+    for part in expected:
+        assert part in message
+    assert snapshot(ws.root) == before
+
+
+@pytest.mark.parametrize("name, expected", [("Bad Name", "is not allowed"), ("tweets", "already used by 0001-tweets")])
+def test_bad_name_is_rejected_and_nothing_changes(ws, params, tmp_path, name, expected):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    source = write_csv(tmp_path / "2.csv", labelled(5, prefix="other"))
+    before = snapshot(ws.root)
+    with pytest.raises(ArrivalError, match=expected) as caught:
+        ingest_file(ws, source, name, params)
+    assert str(source) in str(caught.value)
+    assert snapshot(ws.root) == before
+
+
+# -- a failure after writing started is rolled back ----------------------------------------------
+
+
+def test_failing_dvc_add_is_rolled_back(ws, params, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "_dvc_executable", lambda: "false")
+    before = snapshot(ws.root)
+    with pytest.raises(RuntimeError, match="failed"):
+        ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    assert snapshot(ws.root) == before
+
+
+def test_failing_git_add_rolls_back_dvc_add_and_stream(ws, params, tmp_path, monkeypatch):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    run = ingest._run
+
+    def git_fails(cmd, cwd):
+        if cmd[0] == "git":
+            raise RuntimeError("git add failed")
+        run(cmd, cwd)
+
+    monkeypatch.setattr(ingest, "_run", git_fails)
+    before = snapshot(ws.root, skip=(".dvc/tmp",))  # DVC's own lock files are not ours to restore
+    with pytest.raises(RuntimeError, match="git add failed"):
+        ingest_file(ws, write_csv(tmp_path / "2.csv", labelled(5, prefix="other")), "movies", params)
+    assert snapshot(ws.root, skip=(".dvc/tmp",)) == before
+    assert ws.stream() == ["0001-tweets"]
+
+
+# -- verify_arrivals -----------------------------------------------------------------------------
+
+
+def test_verify_reports_a_file_copied_in_by_hand(ws, params, tmp_path):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    shutil.copy(tmp_path / "1.csv", ws.arrivals_dir / "extra.csv")
+    with pytest.raises(ArrivalError) as caught:
+        verify_arrivals(ws)
+    assert "data/arrivals/extra.csv" in str(caught.value)
+    assert "continual ingest FILE --name NAME" in str(caught.value)
+
+
+def test_verify_reports_a_file_added_to_a_registered_arrival(ws, params, tmp_path):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    (ws.arrival_dir("0001-tweets") / "more.jsonl").write_text("{}\n")
+    with pytest.raises(ArrivalError, match="0001-tweets/more.jsonl"):
+        verify_arrivals(ws)
+
+
+def test_verify_reports_a_missing_arrival(ws, params, tmp_path):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    shutil.rmtree(ws.arrival_dir("0001-tweets"))
+    with pytest.raises(ArrivalError, match="missing from data/arrivals/: 0001-tweets") as caught:
+        verify_arrivals(ws)
+    assert "dvc checkout" in str(caught.value)
+
+
+def test_verify_accepts_an_empty_workspace(ws):
+    verify_arrivals(ws)
+    assert not os.path.exists(ws.arrivals_dir)
