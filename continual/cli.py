@@ -32,7 +32,10 @@ def cmd_ingest(args) -> int:
     from continual.ingest import ingest_file
 
     ws, params = _workspace(args)
-    report = ingest_file(ws, Path(args.file), args.name, params)
+    try:
+        report = ingest_file(ws, Path(args.file), args.name, params)
+    except RuntimeError as error:  # dvc add / git add failed; ingest has rolled back what it wrote
+        raise ValueError(str(error)) from error
     print(report.summary())
     print("next: dvc repro")
     return 0
