@@ -1,0 +1,333 @@
+"""Every finished round becomes an MLflow run, and its model a version of the registered model.
+
+In the experiment (``tracking.experiment``) there is one *lineage* run per stream lineage: the strategy,
+a hash of the round's params and the workspace's identity (tag ``continual.lineage``). Each round is a
+run nested under it (tag ``mlflow.parentRunId``). The lineage run gets the round metrics again with
+``step = round index``, so one chart shows avg accuracy and forgetting against rounds, and the lineage
+runs of two strategies overlay.
+
+DVC run-cache rule: ``dvc repro`` may restore a round folder from its run cache without running the
+round stage, so that stage's ``log_round`` call never happens. A round's run is therefore identified by
+the folder's content, not by the act of training: its tag ``continual.round_hash`` is the sha256 of the
+folder's metrics.json bytes followed by its round.json bytes. The report stage, which runs after every
+round, calls ``reconcile``: for every round of the current stream, exactly one run with that round hash
+exists in the round's lineage; a missing one is logged from the round folder, a present one is left as
+it is. ``log_round`` obeys the same rule (a second call logs nothing). The hash tag is written last, so
+a run that failed half way does not count as logged and is logged again next time.
+A round retrained with the same params but other content (an edited arrival) is a new run in the same
+lineage, and its numbers become a second point at that round's step on the lineage run.
+
+``mlflow`` is imported inside functions: importing this module must stay cheap for ``continual --help``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from continual.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+WORKSPACE_ID_FILE = ".continual/workspace_id"  # a uuid: the lineage survives moving the workspace
+KIND_TAG = "continual.kind"  # "lineage" | "round"
+LINEAGE_TAG = "continual.lineage"
+ROUND_HASH_TAG = "continual.round_hash"
+# What the served model needs, pinned to what trained it; listed by hand because MLflow's inference of
+# requirements imports every candidate package (torchvision included) and takes seconds.
+SERVED_PACKAGES = ("transformers", "torch", "tokenizers", "safetensors")
+LINEAGE_PLOTS = ("accuracy_matrix.png", "forgetting_curve.png")
+
+
+@dataclass(frozen=True)
+class RoundFolder:
+    """A finished round as its folder records it: round.json, metrics.json and their content hash."""
+
+    key: str
+    path: Path
+    info: dict[str, Any]
+    metrics: dict[str, Any]
+    round_hash: str
+
+    @classmethod
+    def read(cls, ws: Workspace, key: str) -> "RoundFolder":
+        path = ws.round_dir(key)
+        metrics_bytes = (path / "metrics.json").read_bytes()
+        info_bytes = (path / "round.json").read_bytes()
+        digest = hashlib.sha256(metrics_bytes + info_bytes).hexdigest()
+        return cls(key, path, json.loads(info_bytes), json.loads(metrics_bytes), digest)
+
+
+def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]:
+    """Point MLflow at the workspace's store; return a client and the experiment id."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    server = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = server or f"sqlite:///{ws.root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)  # the fluent log_model call writes wherever this points
+    client = MlflowClient(uri)
+    name = params["tracking"]["experiment"]
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    # A local store keeps its artifacts beside its database; a configured server chooses its own place.
+    location = None if server else (ws.root / "mlartifacts").as_uri()
+    return client, client.create_experiment(name, artifact_location=location)
+
+
+def workspace_id(ws: Workspace) -> str:
+    path = ws.root / WORKSPACE_ID_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex + "\n")
+    return path.read_text().strip()
+
+
+def lineage(ws: Workspace, info: dict[str, Any]) -> str:
+    """``strategy:params-hash:workspace``: rounds trained alike in one workspace share a lineage run."""
+    params_hash = hashlib.sha256(json.dumps(info["params"], sort_keys=True).encode()).hexdigest()
+    return f"{info['strategy']}:{params_hash[:12]}:{workspace_id(ws)[:12]}"
+
+
+def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json under MLflow names; a null (acc_before_update in round 1) or absent value is left out."""
+    values: dict[str, Any] = {f"acc.{k}": v for k, v in metrics["acc"].items()}
+    values |= {f"forgetting.{k}": v for k, v in metrics["forgetting"].items()}
+    values |= {
+        "avg_acc": metrics.get("avg_acc"),
+        "forgetting.avg": metrics.get("forgetting_avg"),
+        "forgetting.max": metrics.get("forgetting_max"),
+        "bwt": metrics.get("bwt"),
+        "acc_before_update": metrics.get("acc_before_update"),
+        "examples": metrics.get("examples"),
+        "examples_per_s": metrics.get("examples_per_s"),
+        "train_seconds": metrics.get("train_seconds"),
+        "wall_seconds": metrics.get("wall_seconds"),
+        "buffer_size": metrics.get("buffer_size"),
+    }
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
+def find_round_run(client: "MlflowClient", experiment_id: str, ws: Workspace, folder: RoundFolder) -> str | None:
+    """The run logged for exactly this folder content in its lineage, if any."""
+    query = (
+        f"tags.`{KIND_TAG}` = 'round' and tags.`{LINEAGE_TAG}` = '{lineage(ws, folder.info)}'"
+        f" and tags.`{ROUND_HASH_TAG}` = '{folder.round_hash}'"
+    )
+    runs = client.search_runs([experiment_id], query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def log_round(ws: Workspace, key: str, params: dict[str, Any]) -> str:
+    """Log round ``key`` (its folder complete) as a run in its lineage and register its model.
+
+    Returns the run id; logs nothing when this folder content already has a run (module docstring).
+    """
+    client, experiment_id = connect(ws, params)
+    folder = RoundFolder.read(ws, key)
+    return find_round_run(client, experiment_id, ws, folder) or _log(client, experiment_id, ws, folder, params)
+
+
+def reconcile(ws: Workspace, params: dict[str, Any]) -> list[str]:
+    """Log every round of the current stream that has no run yet; return the ids of the new runs."""
+    client, experiment_id = connect(ws, params)
+    keys = ws.stream()
+    logged = []
+    for key in keys:
+        folder = RoundFolder.read(ws, key)
+        if find_round_run(client, experiment_id, ws, folder) is None:
+            logged.append(_log(client, experiment_id, ws, folder, params))
+    if logged:
+        # Rounds may have been logged out of order: the lineage run's plots must show the whole stream.
+        last = RoundFolder.read(ws, keys[-1])
+        parent_id = _lineage_run(client, experiment_id, ws, last.info)
+        with tempfile.TemporaryDirectory() as tmp:
+            _draw_plots(ws, last, Path(tmp))
+            for name in LINEAGE_PLOTS:
+                client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
+    print(f"tracking: {len(keys)} rounds in the stream, {len(logged)} were missing from MLflow and are now logged")
+    return logged
+
+
+# -- logging one round ------------------------------------------------------------------------------------
+def _log(client: "MlflowClient", experiment_id: str, ws: Workspace, folder: RoundFolder, params: dict) -> str:
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    info, index = folder.info, folder.info["index"]
+    line = lineage(ws, info)
+    parent_id = _lineage_run(client, experiment_id, ws, info)
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        KIND_TAG: "round",
+        LINEAGE_TAG: line,
+        "continual.round_key": folder.key,
+        "continual.round_index": str(index),
+        "continual.arrival": info["arrival"],
+        "continual.data_hash": info["data_hash"],
+        "continual.parent_round": info["parent"] or "",
+        "continual.strategy": info["strategy"],
+        "continual.git_commit": _git_commit(ws.root),
+    }
+    run_id = client.create_run(experiment_id, run_name=folder.key, tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    scalars = [Metric(name, value, now, index) for name, value in round_metrics(folder.metrics).items()]
+    # The fluent run is what log_model writes into; leaving the block marks the run FINISHED (FAILED on error).
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
+        client.log_batch(
+            run_id,
+            metrics=scalars + _training_log(folder.path / "train_log.csv", now),
+            params=[Param(name, value) for name, value in _flatten(info["params"]).items()],
+        )
+        _draw_plots(ws, folder, Path(tmp))
+        client.log_artifacts(run_id, tmp, "plots")
+        client.log_artifact(run_id, str(folder.path / "metrics.json"))
+        client.log_artifact(run_id, str(folder.path / "round.json"))
+        version = _register_model(client, folder, params["tracking"]["registered_model"], run_id)
+        client.log_batch(parent_id, metrics=scalars)
+        for name in LINEAGE_PLOTS:
+            client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
+        client.set_tag(run_id, ROUND_HASH_TAG, folder.round_hash)  # last: only a complete run counts as logged
+    print(f"tracking: round {folder.key} -> run {run_id}, model {params['tracking']['registered_model']} v{version}")
+    return run_id
+
+
+def _lineage_run(client: "MlflowClient", experiment_id: str, ws: Workspace, info: dict[str, Any]) -> str:
+    from mlflow.entities import Param
+
+    line = lineage(ws, info)
+    query = f"tags.`{KIND_TAG}` = 'lineage' and tags.`{LINEAGE_TAG}` = '{line}'"
+    found = client.search_runs([experiment_id], query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    tags = {KIND_TAG: "lineage", LINEAGE_TAG: line, "continual.strategy": info["strategy"],
+            "continual.workspace": str(ws.root)}
+    run_id = client.create_run(experiment_id, run_name=line.rsplit(":", 1)[0], tags=tags).info.run_id
+    client.log_batch(run_id, params=[Param(name, value) for name, value in _flatten(info["params"]).items()])
+    client.set_terminated(run_id)  # rounds append to it later; it is never "running" in between
+    return run_id
+
+
+def _register_model(client: "MlflowClient", folder: RoundFolder, name: str, run_id: str) -> str:
+    """Log the round's model for the text-classification pipeline (what the server loads) and register it."""
+    import mlflow
+
+    from continual.model import load_classifier
+
+    model, tokenizer = load_classifier(folder.path / "model")  # label names: the config's id2label
+    logged = mlflow.transformers.log_model(
+        transformers_model={"model": model, "tokenizer": tokenizer},
+        task="text-classification",
+        name="model",
+        pip_requirements=[f"{package}=={_release(package)}" for package in SERVED_PACKAGES],
+        registered_model_name=name,
+    )
+    version = str(logged.registered_model_version)
+    tags = {
+        "round": str(folder.info["index"]),
+        "round_key": folder.key,
+        "arrival": folder.info["arrival"],
+        "data_hash": folder.info["data_hash"],
+        "run_id": run_id,
+        "round_hash": folder.round_hash,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def _release(package: str) -> str:
+    # Without a local build label (torch 2.x+cu128): the serving machine picks its own build.
+    return metadata.version(package).split("+")[0]
+
+
+def _training_log(path: Path, timestamp: int) -> list:
+    from mlflow.entities import Metric
+
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [Metric(name, float(row[column]), timestamp, int(row["step"]))
+            for row in rows for name, column in (("train.loss", "loss"), ("train.lr", "lr"))]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):  # no git, no repository, or no commit yet
+        return "uncommitted"
+    return done.stdout.strip()
+
+
+# -- plots (matplotlib's Figure directly: no pyplot state, no display backend) --------------------------
+def _draw_plots(ws: Workspace, folder: RoundFolder, out: Path) -> None:
+    metrics = folder.metrics
+    keys = metrics["arrivals"]
+    n = len(keys)
+    grid = [[row[j] if j < len(row) else None for j in range(n)] for row in metrics["accuracy_matrix"]]
+    _matrix_png(grid, keys, [f"after {k}" for k in keys[: len(grid)]], "accuracy matrix", 1.0,
+                out / "accuracy_matrix.png")
+    history = [metrics if k == folder.key else json.loads((ws.round_dir(k) / "metrics.json").read_text())
+               for k in keys]
+    _curve_png(history, out / "forgetting_curve.png")
+    confusion = metrics["confusion"]
+    _matrix_png(confusion["matrix"], confusion["labels"], confusion["labels"],
+                f"confusion on {folder.key} (row: true, column: predicted)", None, out / "confusion_matrix.png")
+
+
+def _matrix_png(grid: list[list[float | None]], columns: list[str], rows: list[str], title: str,
+                vmax: float | None, path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
+    fig = Figure(figsize=(2 + 1.1 * len(columns), 1.5 + 0.8 * len(rows)))
+    ax = fig.subplots()
+    image = ax.imshow(values, vmin=0, vmax=vmax, cmap="viridis")
+    top = vmax if vmax is not None else np.nanmax(values)
+    for (r, c), v in np.ndenumerate(values):
+        if not np.isnan(v):
+            ax.text(c, r, f"{v:.2f}" if vmax == 1.0 else f"{v:g}", ha="center", va="center",
+                    color="black" if v > 0.6 * top else "white")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+
+
+def _curve_png(history: list[dict[str, Any]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    rounds = [m["round"] for m in history]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, label in (("avg_acc", "avg accuracy"), ("forgetting_avg", "avg forgetting"), ("bwt", "BWT")):
+        ax.plot(rounds, [float("nan") if m.get(name) is None else m[name] for m in history], marker="o", label=label)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xticks(rounds)
+    ax.set_xlabel("round")
+    ax.set_title("accuracy and forgetting over the stream")
+    ax.legend()
+    fig.savefig(path, dpi=90, bbox_inches="tight")

@@ -1,0 +1,198 @@
+"""MLflow tracking of rounds, against a real SQLite store in a temporary workspace (no mocks).
+
+Round folders are written by hand per the round-folder contract, with the tiny model as their model.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from continual import tracking
+from continual.params import load_params
+from continual.workspace import Workspace
+
+NAMES = ["tweets", "movies", "amazon"]
+ROWS = [[0.80], [0.74, 0.82], [0.72, 0.79, 0.85]]  # accuracy matrix: row r = after round r+1
+
+
+def write_stream(root: Path, model_dir: Path, rows: list[list[float]], names: list[str],
+                 strategy: str = "replay+ewc") -> Workspace:
+    """A workspace whose stream has one finished round folder per row of the accuracy matrix."""
+    ws = Workspace.at(root)
+    keys = [f"{i + 1:04d}-{name}" for i, name in enumerate(names[: len(rows)])]
+    ws.root.mkdir(parents=True, exist_ok=True)
+    ws.stream_file.write_text(ws.stream_text(keys))
+    params = load_params()
+    params["strategy"]["name"] = strategy
+    for r, key in enumerate(keys):
+        write_round(ws, keys, r, rows, model_dir, {k: params[k] for k in ("seed", "model", "train", "strategy")})
+    return ws
+
+
+def write_round(ws: Workspace, keys: list[str], r: int, rows: list[list[float]], model_dir: Path,
+                params: dict) -> None:
+    folder = ws.round_dir(keys[r])
+    shutil.copytree(model_dir, folder / "model", dirs_exist_ok=True)
+    row, earlier = rows[r], range(r)
+    forgetting = {keys[j]: round(max(rows[i][j] for i in range(j, r)) - row[j], 6) for j in earlier}
+    metrics = {
+        "round": r + 1, "key": keys[r], "arrivals": keys[: r + 1], "accuracy_matrix": rows[: r + 1],
+        "acc": dict(zip(keys, row)), "avg_acc": sum(row) / len(row), "forgetting": forgetting,
+        "forgetting_avg": sum(forgetting.values()) / r if r else None,
+        "forgetting_max": max(forgetting.values()) if r else None,
+        "bwt": sum(row[j] - rows[j][j] for j in earlier) / r if r else None,
+        "acc_before_update": 0.5 if r else None, "examples": 800, "examples_per_s": 31.2,
+        "train_seconds": 51.0, "wall_seconds": 70.3, "buffer_size": 500,
+        "confusion": {"labels": ["neg", "neu", "pos"], "matrix": [[5, 1, 0], [1, 4, 1], [0, 2, 6]]},
+    }
+    info = {
+        "key": keys[r], "index": r + 1, "arrival": keys[r].split("-", 1)[1], "parent": keys[r - 1] if r else None,
+        "strategy": params["strategy"]["name"], "labels": ["neg", "neu", "pos"], "data_hash": f"md5-{keys[r]}",
+        "params": params,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (folder / "round.json").write_text(json.dumps(info, indent=2))
+    log = "step,loss,lr\n" + "".join(f"{s},{1.1 - 0.1 * s:.2f},{5e-5 * s / 5}\n" for s in range(1, 6))
+    (folder / "train_log.csv").write_text(log)
+
+
+def round_runs(client, experiment_id: str) -> list:
+    return client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'round'")
+
+
+@pytest.fixture(autouse=True)
+def local_store(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, tiny_model_dir):
+    """Three rounds, each logged as its round stage would: (workspace, params, client, experiment id)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        ws = write_stream(tmp_path_factory.mktemp("ws"), tiny_model_dir, ROWS, NAMES)
+        params = load_params(ws.params_file)
+        for key in ws.stream():
+            tracking.log_round(ws, key, params)
+        client, experiment_id = tracking.connect(ws, params)
+        yield ws, params, client, experiment_id
+
+
+def lineage_run(client, experiment_id: str):
+    (run,) = client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'lineage'")
+    return run
+
+
+def test_lineage_run_carries_round_metrics_by_round(logged):
+    ws, _, client, experiment_id = logged
+    parent = lineage_run(client, experiment_id).info.run_id
+
+    def history(name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, round(m.value, 4)) for m in client.get_metric_history(parent, name))
+
+    assert history("avg_acc") == [(1, 0.80), (2, 0.78), (3, 0.7867)]
+    assert history("acc.0001-tweets") == [(1, 0.80), (2, 0.74), (3, 0.72)]
+    assert history("forgetting.avg") == [(2, 0.06), (3, 0.055)]  # round 1 has none: not logged
+    assert history("forgetting.max") == [(2, 0.06), (3, 0.08)]
+    assert [m.step for m in client.get_metric_history(parent, "bwt")] == [2, 3]
+    assert (ws.root / "mlflow.db").exists() and (ws.root / "mlartifacts").is_dir()
+    artifacts = {a.path for a in client.list_artifacts(parent, "plots")}
+    assert artifacts == {"plots/accuracy_matrix.png", "plots/forgetting_curve.png"}
+
+
+def test_round_runs_are_nested_and_hold_tags_params_metrics_artifacts(logged):
+    ws, _, client, experiment_id = logged
+    parent = lineage_run(client, experiment_id).info.run_id
+    runs = {run.info.run_name: run for run in round_runs(client, experiment_id)}
+    assert sorted(runs) == ws.stream()
+    assert {run.data.tags["mlflow.parentRunId"] for run in runs.values()} == {parent}
+    run = runs["0002-movies"]
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["continual.arrival"] == "movies"
+    assert tags["continual.data_hash"] == "md5-0002-movies"
+    assert tags["continual.git_commit"] == "uncommitted"  # the workspace is no git repository
+    assert tags["continual.parent_round"] == "0001-tweets"
+    assert tags["continual.strategy"] == "replay+ewc"
+    assert tags["continual.round_index"] == "2"
+    assert tags[tracking.ROUND_HASH_TAG] == tracking.RoundFolder.read(ws, "0002-movies").round_hash
+    assert run.data.params["train.lr"] == "5e-05"
+    assert run.data.params["strategy.ewc.lambda"] == "1000.0"
+    assert run.data.params["strategy.replay.policy"] == "class_balanced"
+    metrics = run.data.metrics
+    assert metrics["acc.0001-tweets"] == 0.74 and metrics["forgetting.0001-tweets"] == 0.06
+    assert metrics["acc_before_update"] == 0.5 and metrics["buffer_size"] == 500
+    loss = client.get_metric_history(run.info.run_id, "train.loss")
+    assert [(m.step, round(m.value, 2)) for m in loss] == [(s, round(1.1 - 0.1 * s, 2)) for s in range(1, 6)]
+    assert "acc_before_update" not in runs["0001-tweets"].data.metrics  # null in round 1
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "round.json", "plots"} <= files
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/accuracy_matrix.png", "plots/forgetting_curve.png", "plots/confusion_matrix.png"}
+
+
+def test_every_round_registers_a_tagged_model_version(logged):
+    ws, params, client, _ = logged
+    name = params["tracking"]["registered_model"]
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == ["1", "2", "3"]
+    tags = versions["2"].tags
+    assert {k: tags[k] for k in ("round", "round_key", "arrival", "data_hash")} == {
+        "round": "2", "round_key": "0002-movies", "arrival": "movies", "data_hash": "md5-0002-movies"}
+    assert tags["run_id"] == versions["2"].run_id
+    assert client.get_run(tags["run_id"]).info.run_name == "0002-movies"
+
+
+def test_logging_a_round_twice_logs_it_once(logged):
+    ws, params, client, experiment_id = logged
+    first = {run.info.run_name: run.info.run_id for run in round_runs(client, experiment_id)}
+    assert tracking.log_round(ws, "0002-movies", params) == first["0002-movies"]
+    assert len(round_runs(client, experiment_id)) == 3
+    assert len(client.search_model_versions(f"name = '{params['tracking']['registered_model']}'")) == 3
+
+
+def test_reconcile_logs_a_round_the_run_cache_skipped_and_never_duplicates(tmp_path, tiny_model_dir):
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS, NAMES)
+    params = load_params(ws.params_file)
+    tracking.log_round(ws, "0001-tweets", params)
+    tracking.log_round(ws, "0003-amazon", params)  # round 2 restored from DVC's run cache: never logged
+
+    (added,) = tracking.reconcile(ws, params)
+    assert tracking.reconcile(ws, params) == []
+
+    client, experiment_id = tracking.connect(ws, params)
+    runs = round_runs(client, experiment_id)
+    assert client.get_run(added).info.run_name == "0002-movies"
+    hashes = sorted(run.data.tags[tracking.ROUND_HASH_TAG] for run in runs)
+    assert hashes == sorted(tracking.RoundFolder.read(ws, key).round_hash for key in ws.stream())
+    parent = lineage_run(client, experiment_id).info.run_id
+    assert sorted(m.step for m in client.get_metric_history(parent, "avg_acc")) == [1, 2, 3]
+
+
+def test_two_strategies_are_two_lineages_in_one_experiment(tmp_path, tiny_model_dir, monkeypatch):
+    # A tracking server (here: another SQLite file) named by the environment wins over the workspace's DB.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'server.db'}")
+    monkeypatch.chdir(tmp_path)  # such a store puts its artifacts under the working directory
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], NAMES)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=ws.root, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=ws.root, check=True)
+    subprocess.run(git + ["commit", "-qm", "stream"], cwd=ws.root, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws.root, capture_output=True, text=True).stdout.strip()
+    params = load_params(ws.params_file)
+    replay_ewc = tracking.log_round(ws, "0001-tweets", params)
+    write_stream(ws.root, tiny_model_dir, ROWS[:1], NAMES, strategy="naive")  # the same round, another strategy
+    naive = tracking.log_round(ws, "0001-tweets", params)
+
+    assert naive != replay_ewc
+    assert not (ws.root / "mlflow.db").exists() and (tmp_path / "server.db").exists()
+    client, experiment_id = tracking.connect(ws, params)
+    parents = client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'lineage'")
+    assert sorted(p.data.tags["continual.strategy"] for p in parents) == ["naive", "replay+ewc"]
+    for parent in parents:
+        assert [m.step for m in client.get_metric_history(parent.info.run_id, "avg_acc")] == [1]
+    assert client.get_run(replay_ewc).data.tags["continual.git_commit"] == head
