@@ -55,18 +55,26 @@ def cmd_verify(args) -> int:
 def cmd_round(args) -> int:
     from continual.round import run_round
 
+    from continual.promotion import promote_if_better
+    from continual.tracking import log_round
+
     ws, params = _workspace(args)
     metrics = run_round(ws, args.key, params)
     print(f"round {metrics['round']} {args.key}: avg_acc {metrics['avg_acc']:.3f}, "
           f"forgetting {metrics['forgetting_avg']:.3f}, bwt {metrics['bwt']:.3f}")
+    log_round(ws, args.key, params)
+    promote_if_better(ws, args.key, params)
     return 0
 
 
 def cmd_report(args) -> int:
     from continual.report import format_matrix, load_round_metrics, write_report
 
-    ws, _ = _workspace(args)
+    from continual.tracking import reconcile
+
+    ws, params = _workspace(args)
     write_report(ws)
+    reconcile(ws, params)  # rounds DVC restored from its run cache get their MLflow run here
     rounds = load_round_metrics(ws)
     if rounds:
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
@@ -88,6 +96,43 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_promote(args) -> int:
+    from continual.promotion import promote
+
+    ws, _ = _workspace(args)
+    promote(ws, args.round)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from continual.promotion import rollback
+
+    ws, _ = _workspace(args)
+    try:
+        rollback(ws)
+    except RuntimeError as error:  # nothing to roll back to
+        raise ValueError(str(error)) from error
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from continual.compare import compare, format_table, summarise
+    from continual.strategies import STRATEGIES
+
+    ws, params = _workspace(args)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    if not ws.stream():
+        raise ValueError("the workspace has no arrivals yet: continual ingest FILE --name NAME first")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(params["seed"])]
+    results = compare(ws, params, strategies, seeds)
+    print(format_table(summarise(results)))
+    print(f"\nwrote {ws.reports_dir / 'compare.json'} and {ws.reports_dir / 'compare_forgetting.png'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from continual.demo import run_demo
 
@@ -95,7 +140,9 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="continual", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="continual", description="Continual learning for text classifiers: DVC-versioned arrivals, "
+        "incremental rounds with replay/EWC, MLflow tracking.")
     parser.add_argument("-C", "--workspace", default=".", help="workspace folder (default: current)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("init", help="create a workspace: git + DVC, dvc.yaml, params.yaml, data/arrivals/")
@@ -114,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("status", help="print the rounds: arrival, examples, strategy, accuracy, forgetting")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("promote", help="move the champion alias to a round's registered model, by hand")
+    p.add_argument("round", help="round key, e.g. 0002-movies")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
+    p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("compare", help="replay the stream under several strategies; one MLflow lineage each")
+    p.add_argument("--strategies", default="naive,replay,ewc,replay+ewc,joint")
+    p.add_argument("--seeds", default="", help="comma-separated seeds (default: params seed)")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("demo", help="the VADER four-domain demo in a fresh workspace")
     p.add_argument("dir", nargs="?", default="demo")
     p.add_argument("--strategy", default=None, help="override strategy.name for the demo workspace")

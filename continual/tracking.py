@@ -195,12 +195,15 @@ def _log(client: "MlflowClient", experiment_id: str, ws: Workspace, folder: Roun
         client.log_artifacts(run_id, tmp, "plots")
         client.log_artifact(run_id, str(folder.path / "metrics.json"))
         client.log_artifact(run_id, str(folder.path / "round.json"))
-        version = _register_model(client, folder, params["tracking"]["registered_model"], run_id)
+        version = None
+        if params["tracking"].get("register_models", True):  # `continual compare` scratch streams: off
+            version = _register_model(client, folder, params["tracking"]["registered_model"], run_id)
         client.log_batch(parent_id, metrics=scalars)
         for name in LINEAGE_PLOTS:
             client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
         client.set_tag(run_id, ROUND_HASH_TAG, folder.round_hash)  # last: only a complete run counts as logged
-    print(f"tracking: round {folder.key} -> run {run_id}, model {params['tracking']['registered_model']} v{version}")
+    registered = f", model {params['tracking']['registered_model']} v{version}" if version else ""
+    print(f"tracking: round {folder.key} -> run {run_id}{registered}")
     return run_id
 
 

@@ -114,7 +114,7 @@ class Workspace:
         return (yaml.safe_load(dvc_file.read_text())["outs"][0] or {}).get("md5", "")
 
 
-WORKSPACE_GITIGNORE = "/mlflow.db\n/mlartifacts/\n"
+WORKSPACE_GITIGNORE = "/mlflow.db\n/mlartifacts/\n/.continual/compare/\n"
 
 
 def create_workspace(root: str | Path) -> Workspace:
