@@ -26,3 +26,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf demo bench .pytest_cache
+
+bench-serve: $(STAMP)
+	$(PY) benchmarks/serve_bench.py --seconds 15

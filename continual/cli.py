@@ -133,6 +133,19 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """The Flask service under gunicorn, on this workspace's registry unless told otherwise."""
+    ws, params = _workspace(args)
+    argv = list(args.rest)
+    if not any(a.startswith(("--model-uri", "--registered-model")) for a in argv):
+        argv += ["--registered-model", params["tracking"]["registered_model"]]
+    if not any(a.startswith("--tracking-uri") for a in argv) and not os.environ.get("MLFLOW_TRACKING_URI"):
+        argv += ["--tracking-uri", f"sqlite:///{ws.root / 'mlflow.db'}"]
+    from service.serve import main as serve
+
+    return serve(argv)
+
+
 def cmd_demo(args) -> int:
     from continual.demo import run_demo
 
@@ -170,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", default="naive,replay,ewc,replay+ewc,joint")
     p.add_argument("--seeds", default="", help="comma-separated seeds (default: params seed)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("serve", help="serve the champion over HTTP (gunicorn); options: continual serve --help",
+                       add_help=False)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("demo", help="the VADER four-domain demo in a fresh workspace")
     p.add_argument("dir", nargs="?", default="demo")
     p.add_argument("--strategy", default=None, help="override strategy.name for the demo workspace")
@@ -178,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "serve":  # serve hands its own options to service.serve
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
