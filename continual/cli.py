@@ -88,6 +88,8 @@ def cmd_status(args) -> int:
     rounds = load_round_metrics(ws)
     pending = [k for k in ws.stream() if not (ws.round_dir(k) / "metrics.json").exists()]
     print(format_rounds(rounds))
+    print("rows: the arrival's train examples; trained: examples processed (epochs x rows, plus replay); "
+          "before: the previous model on the new arrival")
     if rounds:
         print("\naccuracy matrix (row: after round, column: evaluated on arrival)")
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))

@@ -42,7 +42,7 @@ def write_report(ws: Workspace) -> dict:
 
 
 def format_matrix(matrix: list[list[float]], keys: list[str]) -> str:
-    width = max([len(k) for k in keys] + [12])
+    width = max(len("after " + k) for k in keys)
     lines = [" " * width + " | " + " ".join(f"{k[:9]:>9}" for k in keys)]
     for key, row in zip(keys, matrix):
         lines.append(f"{'after ' + key:<{width}} | " + " ".join(f"{a:9.3f}" for a in row))
@@ -50,11 +50,11 @@ def format_matrix(matrix: list[list[float]], keys: list[str]) -> str:
 
 
 def format_rounds(rounds: list[dict]) -> str:
-    header = f"{'round':<18} {'strategy':<11} {'examples':>8} {'avg_acc':>8} {'forget':>7} {'max_fgt':>7} {'bwt':>7} {'before':>7} {'time_s':>7}"
+    header = f"{'round':<18} {'strategy':<11} {'rows':>6} {'trained':>8} {'avg_acc':>8} {'forget':>7} {'max_fgt':>7} {'bwt':>7} {'before':>7} {'time_s':>7}"
     lines = [header]
     for r in rounds:
         before = "-" if r["acc_before_update"] is None else f"{r['acc_before_update']:.3f}"
-        lines.append(f"{r['key']:<18} {r['strategy']:<11} {r['examples']:>8} {r['avg_acc']:>8.3f} "
+        lines.append(f"{r['key']:<18} {r['strategy']:<11} {r['train_rows']:>6} {r['examples']:>8} {r['avg_acc']:>8.3f} "
                      f"{r['forgetting_avg']:>7.3f} {r['forgetting_max']:>7.3f} {r['bwt']:>7.3f} {before:>7} "
                      f"{r['wall_seconds']:>7.1f}")
     return "\n".join(lines)
