@@ -1,0 +1,71 @@
+"""GET / (what this service is and serves) and the OpenAPI document, with this app's limits in it."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from flask import Blueprint, Response, jsonify
+
+from service.config import ServiceConfig
+from service.state import service_state
+
+blueprint = Blueprint("about", __name__)
+
+
+@blueprint.get("/")
+def index():
+    state = service_state()
+    model = state.holder.current
+    return jsonify(
+        service="continual model server",
+        description="Text classification by the model the registry alias points at; hot-swapped when it moves.",
+        model_name=state.model_name,
+        model=model.card.as_json() if model else None,
+        labels=model.labels if model else [],
+        ready=model is not None,
+        openapi="/openapi.json",
+        endpoints=["/predict", "/v2", "/v2/health/live", "/v2/health/ready", f"/v2/models/{state.model_name}",
+                   f"/v2/models/{state.model_name}/infer", "/metrics", "/admin/reload"],
+    )
+
+
+@blueprint.get("/openapi.json")
+def openapi_json():
+    return jsonify(_served_document())
+
+
+@blueprint.get("/openapi.yaml")
+def openapi_yaml():
+    text = yaml.safe_dump(_served_document(), sort_keys=False, allow_unicode=True)
+    return Response(text, content_type="application/yaml")
+
+
+def _served_document() -> dict[str, Any]:
+    state = service_state()
+    model = state.holder.current
+    return openapi_document(state.config, state.model_name, model.card.version if model else None)
+
+
+def openapi_document(config: ServiceConfig, model_name: str, version: str | None) -> dict[str, Any]:
+    """The shipped service/openapi.yaml made exact for this server: its size limits, and the one model
+    name and version that exist here (so a client or a fuzzer knows which names are not 404)."""
+    return json.loads(_document_text(config.max_texts, config.max_text_chars, config.max_body_bytes,
+                                     model_name, version))
+
+
+@lru_cache(maxsize=16)
+def _document_text(max_texts: int, max_text_chars: int, max_body_bytes: int, model_name: str,
+                   version: str | None) -> str:
+    document = yaml.safe_load(resources.files("service").joinpath("openapi.yaml").read_text())
+    schemas = document["components"]["schemas"]
+    schemas["Text"]["maxLength"] = max_text_chars
+    schemas["TextList"]["maxItems"] = max_texts
+    document["info"]["x-max-body-bytes"] = max_body_bytes
+    parameters = document["components"]["parameters"]
+    parameters["ModelName"]["schema"]["enum"] = [model_name]
+    if version is not None:
+        parameters["ModelVersion"]["schema"]["enum"] = [version]
+    return json.dumps(document)

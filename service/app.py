@@ -1,0 +1,64 @@
+"""Builds the app: config, metrics, the model holder (first load), the batcher, blueprints."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from service.api import about, admin, health, inference, metrics, v2
+from service.batching import MicroBatcher
+from service.body_drain import register_body_drain
+from service.config import load_config
+from service.errors import register_error_handlers
+from service.metrics import ServiceMetrics
+from service.model_holder import ModelHolder, ReloadFailed
+from service.model_source import source_for
+from service.state import EXTENSION_KEY, ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def build_app(config: dict[str, Any] | None = None) -> Flask:
+    settings = load_config(config)
+    if settings.source_uri is None:
+        raise ValueError("no model to serve: set model_uri or registered_model (or CONTINUAL_MODEL_URI)")
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+    service_metrics = ServiceMetrics()
+    source = source_for(settings.source_uri, settings.tracking_uri, settings.registry_uri)
+    holder = ModelHolder(source, settings.max_length, service_metrics)
+    batcher = (MicroBatcher(settings.max_batch_size, settings.max_wait_ms / 1000, service_metrics.batch_size.observe)
+               if settings.batching else None)
+    state = ServiceState(settings, holder, service_metrics, batcher)
+    _load_first_model(state)
+    holder.start_polling(settings.poll_seconds)
+
+    app = Flask("service")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # werkzeug answers 413 beyond it
+    app.json.sort_keys = False  # keep label order and response fields as built
+    app.extensions[EXTENSION_KEY] = state
+    register_error_handlers(app)
+    register_body_drain(app)
+    for module in (inference, v2, health, admin, metrics, about):
+        app.register_blueprint(module.blueprint)
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the app's poll and batcher threads (tests; a server process just exits)."""
+    app.extensions[EXTENSION_KEY].close()
+
+
+def _load_first_model(state: ServiceState) -> None:
+    try:
+        state.holder.refresh()
+    except ReloadFailed:
+        if state.config.poll_seconds <= 0:
+            state.close()
+            raise  # nothing would ever retry: fail at start rather than run never ready
+        log.warning("starting without a model (not ready); the registry poll retries every %s s",
+                    state.config.poll_seconds)

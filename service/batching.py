@@ -1,0 +1,104 @@
+"""Micro-batching: texts of concurrent requests share one forward pass.
+
+Request threads put a job (model, texts, future) on a queue; one batcher thread takes the first job,
+waits up to ``max_wait_s`` for more, and runs them together up to ``max_batch_size`` texts. A job
+names the model its request took, and a batch holds jobs of one model only, so a hot swap never
+answers a request with a model it did not start on.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+from service.classifier import LoadedClassifier, Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    model: LoadedClassifier
+    texts: list[str]
+    future: Future = field(default_factory=Future)
+
+
+class MicroBatcher:
+    def __init__(self, max_batch_size: int, max_wait_s: float, on_batch: Callable[[int], None] = lambda size: None):
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, model: LoadedClassifier, texts: list[str]) -> Future:
+        """A future of one Prediction per text."""
+        job = _Job(model, texts)
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        carried: _Job | None = None
+        while True:
+            first = carried or self._queue.get()
+            if first is None:
+                return
+            batch, carried, stop = self._gather(first)
+            self._forward(batch)
+            if stop:
+                return
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
+        """Jobs for one forward pass, the job that did not fit (next batch's first) and whether to stop."""
+        batch, size = [first], len(first.texts)
+        deadline = time.monotonic() + self.max_wait_s
+        while size < self.max_batch_size:
+            try:
+                job = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, None, True
+            if job.model is not first.model or size + len(job.texts) > self.max_batch_size:
+                return batch, job, False
+            batch.append(job)
+            size += len(job.texts)
+        return batch, None, False
+
+    def _forward(self, batch: list[_Job]) -> None:
+        # A request that gave up waiting cancelled its future; from here on it cannot cancel any more.
+        batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        texts = [text for job in batch for text in job.texts]
+        try:
+            predictions = batch[0].model.predict(texts, self.max_batch_size)
+        except Exception as error:  # the requests get the error; the batcher thread must live on
+            log.exception("forward pass over %d texts failed", len(texts))
+            for job in batch:
+                job.future.set_exception(error)
+            return
+        for start in range(0, len(texts), self.max_batch_size):
+            self._on_batch(min(self.max_batch_size, len(texts) - start))
+        offset = 0
+        for job in batch:
+            job.future.set_result(predictions[offset:offset + len(job.texts)])
+            offset += len(job.texts)
+
+
+def predict_unbatched(model: LoadedClassifier, texts: list[str], max_batch_size: int,
+                      on_batch: Callable[[int], None]) -> list[Prediction]:
+    """The same contract in the request's own thread, for batching turned off."""
+    predictions = model.predict(texts, max_batch_size)
+    for start in range(0, len(texts), max_batch_size):
+        on_batch(min(max_batch_size, len(texts) - start))
+    return predictions

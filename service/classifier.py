@@ -1,0 +1,71 @@
+"""One loaded model: tokenizer + Hugging Face classifier + its card, and a batched forward pass."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.model_source import ModelCard
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a served model never reaches for the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust pool fights gunicorn's fork
+
+import torch  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: list[float]  # in the order of LoadedClassifier.labels
+    truncated: bool             # the text had more tokens than max_length; the rest was not read
+
+
+class LoadedClassifier:
+    def __init__(self, model, tokenizer, card: ModelCard, max_length: int):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.card = card
+        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        limits = [max_length, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+        self.max_length = min(limit for limit in limits if isinstance(limit, int) and limit > 0)
+        # A fast tokenizer's truncation/padding state lives in Rust and raises "Already borrowed" when
+        # two threads set it at once; the forward pass itself is safe to share.
+        self._tokenizer_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: Path, tokenizer_dir: Path, card: ModelCard, max_length: int) -> "LoadedClassifier":
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        return cls(model, tokenizer, card, max_length)
+
+    def predict(self, texts: list[str], batch_size: int) -> list[Prediction]:
+        results: list[Prediction] = []
+        for start in range(0, len(texts), batch_size):
+            results.extend(self._predict_batch(texts[start:start + batch_size]))
+        return results
+
+    @torch.inference_mode()
+    def _predict_batch(self, texts: list[str]) -> list[Prediction]:
+        with self._tokenizer_lock:
+            # padding=True pads to the longest text of this batch, not to max_length.
+            batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
+                                   return_tensors="pt")
+            truncated = self._truncated(texts, batch)
+        inputs = {key: value for key, value in batch.items() if key in ("input_ids", "attention_mask", "token_type_ids")}
+        probabilities = torch.softmax(self.model(**inputs).logits.float(), dim=-1)
+        best = probabilities.argmax(dim=-1).tolist()
+        return [
+            Prediction(self.labels[index], row, cut)
+            for index, row, cut in zip(best, probabilities.tolist(), truncated)
+        ]
+
+    def _truncated(self, texts: list[str], batch) -> list[bool]:
+        if batch.encodings is not None:  # fast tokenizers keep what they cut off
+            return [bool(encoding.overflowing) for encoding in batch.encodings]
+        full = self.tokenizer(texts, truncation=False)["input_ids"]
+        return [len(ids) > self.max_length for ids in full]

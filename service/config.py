@@ -1,0 +1,80 @@
+"""The server's settings: one dataclass, filled from a dict, then the environment, then defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+# Keys whose environment variable is not simply CONTINUAL_<KEY>: MLflow's own names win, so the
+# server finds the same tracking server as every other MLflow tool in the shell.
+ENV_NAMES = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "registry_uri": "MLFLOW_REGISTRY_URI",
+}
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    model_uri: str | None = None          # models:/NAME@alias, models:/NAME/3, runs:/..., or a local folder
+    registered_model: str | None = None   # with ``alias``: the same as model_uri models:/NAME@alias
+    alias: str = "champion"
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    poll_seconds: float = 0.0             # how often to look whether the alias moved; 0 = never
+    admin_token: str | None = None        # unset: /admin/* answers 403
+    batching: bool = True
+    max_batch_size: int = 32              # texts in one forward pass
+    max_wait_ms: float = 5.0              # how long the first request of a batch waits for company
+    max_texts: int = 64                   # texts in one request; more -> 422 (the schema's maxItems)
+    max_text_chars: int = 10_000          # one text longer than this -> 422 (same bound as ingest)
+    # Request body larger than this -> 413. 4 MiB admits every schema-valid request even with each
+    # character \u-escaped (64 texts x 10,000 chars x 6 bytes): only the byte limit answers 413.
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_length: int = 128                 # tokens; longer texts are truncated and flagged
+    model_name: str | None = None         # name on /v2/models/{name}; default: the registered model's name
+    request_timeout_s: float = 30.0       # a request waiting longer than this on the batcher gets 503
+    torch_threads: int = 0                # torch intra-op threads per process; 0 = torch's default
+
+    @property
+    def source_uri(self) -> str | None:
+        if self.model_uri:
+            return self.model_uri
+        if self.registered_model:
+            return f"models:/{self.registered_model}@{self.alias}"
+        return None
+
+
+def _parse(value: Any, kind: type, key: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    if kind is bool:
+        if value.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if value.strip().lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"{key}: {value!r} is not a boolean")
+    if kind in (int, float):
+        return kind(value)
+    return value or None
+
+
+def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """``config`` keys win over environment variables (CONTINUAL_<KEY>, MLflow's names) over defaults."""
+    config = dict(config or {})
+    environ = os.environ if environ is None else environ
+    known = {field.name: field for field in fields(ServiceConfig)}
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"unknown service config keys: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, field in known.items():
+        kind = type(field.default) if field.default is not None else str
+        if name in config and config[name] is not None:
+            values[name] = _parse(config[name], kind, name)
+        elif (env := ENV_NAMES.get(name, f"CONTINUAL_{name.upper()}")) in environ:
+            values[name] = _parse(environ[env], kind, env)
+    result = ServiceConfig(**values)
+    for name in ("max_batch_size", "max_texts", "max_text_chars", "max_body_bytes", "max_length"):
+        if getattr(result, name) < 1:
+            raise ValueError(f"{name} must be at least 1")
+    return result

@@ -1,0 +1,96 @@
+"""The served model, owned by the app, swapped for a new one without stopping the service.
+
+A new model is loaded beside the old one and then the reference is replaced in one assignment.
+Requests read ``holder.current`` once and keep that object, so a request in flight finishes on the
+model it started with while new requests already get the new one.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.classifier import LoadedClassifier
+from service.metrics import ServiceMetrics
+from service.model_source import ModelCard, ModelSource, hf_folders
+
+log = logging.getLogger(__name__)
+
+
+class ReloadFailed(RuntimeError):
+    """The new model could not be resolved or loaded; the old one (if any) keeps serving."""
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    swapped: bool
+    previous: ModelCard | None
+    current: ModelCard | None
+
+
+class ModelHolder:
+    def __init__(self, source: ModelSource, max_length: int, metrics: ServiceMetrics):
+        self.source = source
+        self.max_length = max_length
+        self.metrics = metrics
+        self.last_error: str | None = None
+        self._current: LoadedClassifier | None = None
+        self._reload_lock = threading.Lock()       # one load at a time: poll thread vs admin reload
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    @property
+    def current(self) -> LoadedClassifier | None:
+        return self._current
+
+    def refresh(self, force: bool = False) -> ReloadOutcome:
+        """Swap in the model the source points at now, if it is not the one served (always if ``force``)."""
+        with self._reload_lock:
+            previous = self._current
+            previous_card = previous.card if previous else None
+            try:
+                card = self.source.resolve()
+                unchanged = previous_card is not None and card.fingerprint == previous_card.fingerprint
+                if unchanged and not force:
+                    return ReloadOutcome(False, previous_card, previous_card)
+                loaded = self._load(card)
+            except Exception as error:  # any failure of a load must leave the old model serving
+                self.last_error = f"{type(error).__name__}: {error}"
+                self.metrics.reload_failures.inc()
+                log.exception("loading the model from %s failed; still serving %s", self.source.uri,
+                              previous_card.version if previous_card else "nothing")
+                raise ReloadFailed(self.last_error) from error
+            self._current = loaded  # the swap: one reference assignment, atomic under the GIL
+            self.last_error = None
+            self.metrics.model_swapped(loaded.card, previous_card)
+            log.info("serving %s (version %s, round %s)", card.source, card.version, card.round_key)
+            return ReloadOutcome(True, previous_card, loaded.card)
+
+    def _load(self, card: ModelCard) -> LoadedClassifier:
+        with tempfile.TemporaryDirectory(prefix="continual-serve-") as download:
+            model_dir, tokenizer_dir = hf_folders(self.source.fetch(card, Path(download)))
+            loaded = LoadedClassifier.load(model_dir, tokenizer_dir, card, self.max_length)
+        # One forward before the swap: a model that cannot run fails here, not on a user's request,
+        # and the first real request does not pay for lazy initialisation.
+        loaded.predict(["warm up"], batch_size=1)
+        return loaded
+
+    def start_polling(self, every_s: float) -> None:
+        if every_s <= 0 or self._poller is not None:
+            return
+        self._poller = threading.Thread(target=self._poll, args=(every_s,), name="model-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.refresh()
+            except ReloadFailed:
+                pass  # logged and counted by refresh; the next poll tries again (a transient fault heals)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)

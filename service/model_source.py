@@ -1,0 +1,166 @@
+"""Where the served model comes from: a local folder or the MLflow registry, and what it is called.
+
+The one place in the service that knows the on-disk layouts it accepts:
+  - a Hugging Face folder (config.json, weights, tokenizer files);
+  - a training round folder (model/ + round.json {"key", "index", "data_hash"});
+  - an MLflow transformers model (MLmodel, model/, components/tokenizer/), as
+    ``mlflow.transformers.log_model({"model": m, "tokenizer": t}, ...)`` writes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+# models:/NAME@ALIAS or models:/NAME/VERSION; anything else under models:/ (a logged-model id) is
+# downloaded as plain artifacts without registry metadata.
+REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+ROUND_KEY = re.compile(r"^\d+-(?P<arrival>.+)$")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Who answered a request: the registry version, the round and the data it was trained on."""
+
+    source: str
+    fingerprint: str                 # changes exactly when the source points at another model
+    name: str | None = None          # registered model name
+    version: str | None = None       # registry version
+    round: str | None = None
+    round_key: str | None = None
+    arrival: str | None = None
+    data_hash: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "fingerprint"}
+
+
+class ModelSource(Protocol):
+    uri: str
+
+    def resolve(self) -> ModelCard:
+        """Which model the source points at now; cheap, called on every poll."""
+
+    def fetch(self, card: ModelCard, into: Path) -> Path:
+        """The folder holding the model ``card`` names (may download into ``into``)."""
+
+
+@dataclass(frozen=True)
+class LocalFolderSource:
+    uri: str
+
+    def resolve(self) -> ModelCard:
+        root = Path(self.uri)
+        model_dir, _ = hf_folders(root)
+        weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+        stamp = max((path.stat().st_mtime_ns for path in weights), default=0)
+        round_info = _read_round_json(root / "round.json")
+        key = round_info.get("key")
+        return ModelCard(
+            source=str(root), fingerprint=f"{key}:{stamp}",
+            round=_str_or_none(round_info.get("index")), round_key=key,
+            arrival=_arrival_of(key), data_hash=round_info.get("data_hash"),
+        )
+
+    def fetch(self, card: ModelCard, into: Path) -> Path:
+        return Path(self.uri)
+
+
+@dataclass(frozen=True)
+class RegistrySource:
+    """A registered model by alias (follows the alias when it moves) or by fixed version."""
+
+    uri: str
+    name: str
+    alias: str | None
+    version: str | None
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+    def _client(self):
+        from mlflow import MlflowClient  # ~1.3 s: only paid when the registry is used
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def resolve(self) -> ModelCard:
+        client = self._client()
+        if self.alias:
+            found = client.get_model_version_by_alias(self.name, self.alias)
+        else:
+            found = client.get_model_version(self.name, self.version)
+        tags = found.tags or {}
+        round_key = tags.get("round_key")
+        return ModelCard(
+            source=self.uri, fingerprint=f"{self.name}/{found.version}", name=self.name,
+            version=str(found.version), round=tags.get("round"), round_key=round_key,
+            arrival=tags.get("arrival") or _arrival_of(round_key), data_hash=tags.get("data_hash"),
+        )
+
+    def fetch(self, card: ModelCard, into: Path) -> Path:
+        download_uri = self._client().get_model_version_download_uri(self.name, card.version)
+        return _download(download_uri, into, self.tracking_uri, self.registry_uri)
+
+
+@dataclass(frozen=True)
+class ArtifactSource:
+    """Any other MLflow URI (runs:/..., models:/<model id>, s3://...): fixed, no registry metadata."""
+
+    uri: str
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+    def resolve(self) -> ModelCard:
+        return ModelCard(source=self.uri, fingerprint=self.uri)
+
+    def fetch(self, card: ModelCard, into: Path) -> Path:
+        return _download(self.uri, into, self.tracking_uri, self.registry_uri)
+
+
+def source_for(uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> ModelSource:
+    if match := REGISTRY_URI.match(uri):
+        return RegistrySource(uri, match["name"], match["alias"], match["version"], tracking_uri, registry_uri)
+    if Path(uri).is_dir():
+        return LocalFolderSource(uri)
+    if ":" in uri:
+        return ArtifactSource(uri, tracking_uri, registry_uri)
+    raise FileNotFoundError(f"model source {uri!r} is neither a folder nor an MLflow URI")
+
+
+def hf_folders(root: Path) -> tuple[Path, Path]:
+    """(model folder, tokenizer folder) inside any of the accepted layouts."""
+    if (root / "MLmodel").exists():
+        flavor = (yaml.safe_load((root / "MLmodel").read_text()).get("flavors") or {}).get("transformers") or {}
+        model_dir = root / flavor.get("model_binary", "model")
+        tokenizer_dir = root / "components" / "tokenizer"
+        return model_dir, tokenizer_dir if tokenizer_dir.is_dir() else model_dir
+    for candidate in (root, root / "model"):
+        if (candidate / "config.json").exists():
+            return candidate, candidate
+    raise FileNotFoundError(f"{root} holds no Hugging Face model (config.json), round folder or MLflow model")
+
+
+def _download(uri: str, into: Path, tracking_uri: str | None, registry_uri: str | None) -> Path:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in server logs
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(into), tracking_uri=tracking_uri, registry_uri=registry_uri,
+    ))
+
+
+def _read_round_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _arrival_of(round_key: str | None) -> str | None:
+    match = ROUND_KEY.match(round_key or "")
+    return match["arrival"] if match else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,106 @@
+"""Run the model server: gunicorn (workers x threads) in production, Flask's dev server for --debug.
+
+    python -m service.serve --registered-model NAME --port 8000 --workers 2 --threads 4
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from service import gunicorn_conf
+
+
+class GunicornServer(BaseApplication):
+    """Gunicorn driven from Python; each worker builds its own app from the same service config."""
+
+    def __init__(self, service_config: dict[str, Any], options: dict[str, Any]):
+        self.service_config = service_config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from service import create_app
+
+        return create_app(self.service_config)
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "bind": address,
+        "workers": workers,
+        "threads": threads,
+        "worker_class": gunicorn_conf.worker_class,
+        "timeout": gunicorn_conf.timeout,
+        "graceful_timeout": gunicorn_conf.graceful_timeout,
+        "accesslog": gunicorn_conf.accesslog,
+        "worker_tmp_dir": gunicorn_conf.worker_tmp_dir,
+        "control_socket_disable": gunicorn_conf.control_socket_disable,
+        "on_starting": gunicorn_conf.on_starting,
+        "child_exit": gunicorn_conf.child_exit,
+    }
+
+
+def run_server(config: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               threads: int = 4, debug: bool = False) -> None:
+    """Serve until stopped. ``config``: the keys of service.config.ServiceConfig."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    if debug:
+        from service import create_app
+
+        create_app(config).run(host=host, port=port, debug=True, use_reloader=False, threaded=True)
+        return
+    GunicornServer(config, gunicorn_options(host, port, workers, threads)).run()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="service.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-uri", help="models:/NAME@alias, models:/NAME/VERSION, runs:/... or a folder")
+    parser.add_argument("--registered-model", help="registered model name (with --alias)")
+    parser.add_argument("--alias", help="registry alias to follow (default champion)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--poll-seconds", type=float, help="look for a moved alias this often; 0 = never")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other service config key, e.g. --set max_batch_size=16 (repeatable)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=gunicorn_conf.workers)
+    parser.add_argument("--threads", type=int, default=gunicorn_conf.threads)
+    parser.add_argument("--debug", action="store_true", help="Flask's dev server, one process")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+        config[key.strip()] = value
+    named = {"model_uri": args.model_uri, "registered_model": args.registered_model, "alias": args.alias,
+             "tracking_uri": args.tracking_uri, "poll_seconds": args.poll_seconds}
+    config.update({key: value for key, value in named.items() if value is not None})
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = config_from_args(args)
+    from service.config import load_config
+
+    load_config(config)  # a typo in a key or value fails here, before any worker starts
+    run_server(config, args.host, args.port, args.workers, args.threads, args.debug)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

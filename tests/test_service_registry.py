@@ -1,0 +1,184 @@
+"""The server against a real MLflow registry (sqlite in tmp_path): alias resolution, hot swap, polling.
+
+``register_tiny_model`` logs a model exactly as training rounds do, and the gunicorn tests reuse it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from service import create_app
+from service.app import shutdown
+
+MODEL_NAME = "tiny-clf"
+
+
+def make_registry(folder: Path) -> str:
+    """A fresh sqlite tracking store with its artifacts under ``folder``; returns the tracking URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def register_tiny_model(tracking_uri: str, model_dir: Path, round_index: int, arrival: str,
+                        name: str = MODEL_NAME, alias: str | None = "champion") -> str:
+    """Log ``model_dir`` with mlflow.transformers as a round does, tag the version, point ``alias`` at it."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # set + restore the global URI
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    experiment_id = (experiment.experiment_id if experiment
+                     else client.create_experiment("serving-tests", artifact_location=artifacts.as_uri()))
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with _use_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id):
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tokenizer}, task="text-classification",
+            name="model", registered_model_name=name, pip_requirements=["torch", "transformers"],
+        )
+    version = str(info.registered_model_version)
+    round_key = f"{round_index:04d}-{arrival}"
+    tags = {"round": str(round_index), "round_key": round_key, "arrival": arrival, "data_hash": f"hash-{round_key}"}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def move_alias(tracking_uri: str, version: str, name: str = MODEL_NAME, alias: str = "champion") -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, tiny_model_dir):
+    """A registry with version 1 (neg/neu/pos) as champion and version 2 (four labels) registered beside it."""
+    from continual.model import make_tiny_model
+
+    folder = tmp_path_factory.mktemp("registry")
+    uri = make_registry(folder)
+    register_tiny_model(uri, tiny_model_dir, 1, "tweets")
+    four_labels = make_tiny_model(folder / "v2", ["neg", "neu", "pos", "mixed"], seed=1)
+    register_tiny_model(uri, four_labels, 2, "movies", alias=None)
+    return uri
+
+
+@pytest.fixture
+def champion_on_v1(registry):
+    move_alias(registry, "1")
+    return registry
+
+
+def served_version(client) -> str:
+    return client.post("/predict", json={"texts": ["hello"]}).get_json()["model"]["version"]
+
+
+def test_alias_resolves_to_version_with_round_tags(champion_on_v1):
+    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "torch_threads": 1})
+    try:
+        body = app.test_client().post("/predict", json={"texts": ["fine"]}).get_json()
+        assert body["model"] == {
+            "source": f"models:/{MODEL_NAME}@champion", "name": MODEL_NAME, "version": "1", "round": "1",
+            "round_key": "0001-tweets", "arrival": "tweets", "data_hash": "hash-0001-tweets",
+        }
+        assert body["labels"] == ["neg", "neu", "pos"]
+        metadata = app.test_client().get(f"/v2/models/{MODEL_NAME}").get_json()
+        assert metadata["versions"] == ["1"]
+        assert app.test_client().get(f"/v2/models/{MODEL_NAME}/versions/1/ready").status_code == 200
+        assert app.test_client().get(f"/v2/models/{MODEL_NAME}/versions/2/ready").status_code == 404
+    finally:
+        shutdown(app)
+
+
+def test_fixed_version_uri(registry):
+    app = create_app({"model_uri": f"models:/{MODEL_NAME}/2", "tracking_uri": registry, "torch_threads": 1})
+    try:
+        body = app.test_client().post("/predict", json={"texts": ["fine"]}).get_json()
+        assert (body["model"]["version"], body["labels"]) == ("2", ["neg", "neu", "pos", "mixed"])
+    finally:
+        shutdown(app)
+
+
+def test_admin_reload_swaps_to_the_moved_alias(champion_on_v1):
+    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "admin_token": "s3cret",
+                      "torch_threads": 1})
+    client = app.test_client()
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        assert served_version(client) == "1"
+        unchanged = client.post("/admin/reload", headers=auth).get_json()
+        assert unchanged["swapped"] is False and unchanged["current"]["version"] == "1"
+        move_alias(champion_on_v1, "2")
+        swapped = client.post("/admin/reload", headers=auth).get_json()
+        assert (swapped["swapped"], swapped["previous"]["version"], swapped["current"]["version"]) == (True, "1", "2")
+        body = client.post("/predict", json={"texts": ["x"]}).get_json()
+        assert body["model"]["version"] == "2" and len(body["predictions"][0]["probabilities"]) == 4
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert "continual_model_version 2.0" in metrics
+        assert 'continual_model_info{name="tiny-clf",round="2",round_key="0002-movies",version="2"} 1.0' in metrics
+        assert "continual_model_reloads_total 2.0" in metrics
+    finally:
+        shutdown(app)
+
+
+def test_poll_follows_the_alias(champion_on_v1):
+    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "poll_seconds": 0.2,
+                      "torch_threads": 1})
+    client = app.test_client()
+    try:
+        assert served_version(client) == "1"
+        move_alias(champion_on_v1, "2")
+        deadline = time.monotonic() + 20
+        while served_version(client) != "2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served_version(client) == "2"
+    finally:
+        shutdown(app)
+
+
+def test_broken_model_keeps_the_old_one_serving(champion_on_v1, tmp_path):
+    from mlflow import MlflowClient
+
+    broken_dir = tmp_path / "broken"
+    broken_dir.mkdir()
+    (broken_dir / "config.json").write_text("{not json")
+    mlflow_client = MlflowClient(tracking_uri=champion_on_v1)
+    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "admin_token": "t",
+                      "torch_threads": 1})
+    client = app.test_client()
+    try:
+        # A version whose artifacts are not a model: what a half-written or corrupted upload looks like.
+        version = mlflow_client.create_model_version(MODEL_NAME, broken_dir.as_uri()).version
+        move_alias(champion_on_v1, str(version))
+        failed = client.post("/admin/reload", headers={"Authorization": "Bearer t"})
+        assert failed.status_code == 502
+        assert failed.get_json()["serving"]["version"] == "1"
+        assert served_version(client) == "1"
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert "continual_model_reload_failures_total 1.0" in metrics
+        assert "continual_model_version 1.0" in metrics
+    finally:
+        move_alias(champion_on_v1, "1")
+        shutdown(app)
+
+
+def test_start_fails_fast_without_polling_and_waits_with_it(registry):
+    from service.model_holder import ReloadFailed
+
+    uri = registry
+    with pytest.raises(ReloadFailed):
+        create_app({"registered_model": "nothing-here", "tracking_uri": uri})
+    app = create_app({"registered_model": "nothing-here", "tracking_uri": uri, "poll_seconds": 60})
+    try:
+        assert app.test_client().get("/v2/health/ready").status_code == 503
+        assert app.test_client().post("/predict", json={"texts": ["x"]}).status_code == 503
+        assert "continual_model_reload_failures_total 1.0" in app.test_client().get("/metrics").get_data(as_text=True)
+    finally:
+        shutdown(app)
