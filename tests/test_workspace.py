@@ -27,3 +27,11 @@ def test_help_does_not_import_torch_or_avalanche():
     code = ("import sys; from continual.cli import build_parser; build_parser(); "
             "print(any(m.split('.')[0] in ('torch', 'avalanche', 'mlflow') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_serving_app_never_imports_training_code(tiny_model_dir):
+    code = (f"import sys; from service import create_app; app = create_app({{'model_uri': {str(tiny_model_dir)!r}}}); "
+            "app.test_client().post('/predict', json={'texts': ['hello']}); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'continual', 'avalanche', 'dvc'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr[-2000:]
