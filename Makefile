@@ -29,3 +29,23 @@ clean:
 
 bench-serve: $(STAMP)
 	$(PY) benchmarks/serve_bench.py --seconds 15
+
+# Benchmarks on the real streams (docs/benchmarks.md). One torch thread: on a shared 2-core machine two
+# threads per process slow everything down. JSON and PNG land in bench/quick or bench/full (git-ignored).
+BENCH_ENV := CONTINUAL_THREADS=1
+
+bench-quick: $(STAMP)
+	$(BENCH_ENV) $(PY) benchmarks/forgetting.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/cost.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/trainer_speed.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/overheads.py --quick
+
+# The timed benchmarks run alone; the two forgetting streams (accuracy, not time) then share the 2 cores.
+bench: $(STAMP)
+	$(BENCH_ENV) $(PY) benchmarks/trainer_speed.py
+	$(BENCH_ENV) $(PY) benchmarks/cost.py
+	$(BENCH_ENV) $(PY) benchmarks/overheads.py
+	$(BENCH_ENV) $(PY) benchmarks/forgetting.py --stream vader & vader=$$!; \
+	  $(BENCH_ENV) $(PY) benchmarks/forgetting.py --stream wordnet; wordnet=$$?; \
+	  wait $$vader && exit $$wordnet
+	mkdir -p docs/img && cp bench/full/forgetting_vader.png bench/full/forgetting_wordnet.png bench/full/cost.png docs/img/

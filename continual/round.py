@@ -74,7 +74,6 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
                                     desc=f"round {index} {key} [{strategy.name}]")
 
-    model.cpu()
     row, predictions = [], {}
     for k in keys:
         acc, predictions[k] = accuracy(model, tokenizer, tests[k], max_length, int(train["eval_batch_size"]))

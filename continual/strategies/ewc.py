@@ -38,16 +38,18 @@ class EWC(Strategy):
         tensors = load_file(path)
         past = json.loads((folder / "round.json").read_text())["index"]
         # Online mode reads key (experience counter - 1); the template's counter is set to `past`.
+        device = next(model.parameters()).device  # the penalty compares these with the live weights
         # In the model's parameter order: Avalanche's online update zips old and new importances by position.
         for param, _ in model.named_parameters():
             for kind, store in (("importance", self.plugin.importances), ("param", self.plugin.saved_params)):
                 value = tensors.get(f"{kind}:{param}")
                 if value is not None:
-                    store[past - 1][param] = ParamData(f"{kind}_{param}", value.shape, init_tensor=value)
+                    store[past - 1][param] = ParamData(f"{kind}_{param}", value.shape, init_tensor=value.to(device),
+                                                       device=device)
 
     def save(self, folder: Path, context: RoundContext) -> dict:
         last = max(self.plugin.importances)
-        tensors = {f"importance:{k}": v.data.contiguous() for k, v in self.plugin.importances[last].items()}
-        tensors.update({f"param:{k}": v.data.contiguous() for k, v in self.plugin.saved_params[last].items()})
+        tensors = {f"importance:{k}": v.data.cpu().contiguous() for k, v in self.plugin.importances[last].items()}
+        tensors.update({f"param:{k}": v.data.cpu().contiguous() for k, v in self.plugin.saved_params[last].items()})
         save_file(tensors, folder / EWC_FILE, metadata={"mode": "online", "decay": str(self.plugin.decay_factor)})
         return {}
