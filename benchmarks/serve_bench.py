@@ -68,8 +68,8 @@ def bare_forward_ms(texts: list[str], n: int = 200) -> float:
     return statistics.median(times[20:]) * 1000
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> float:
-    start = time.perf_counter()
+def wait_ready(url: str, proc: subprocess.Popen, start: float, timeout: float = 180) -> float:
+    """Seconds from ``start`` (the process's launch) until ``url`` answers 200."""
     while time.perf_counter() - start < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -118,6 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="service config for our server, e.g. --set max_wait_ms=2")
     args = parser.parse_args()
     with open(ROOT / "data" / "vader" / "tweets.csv", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)][:500]
@@ -128,15 +130,17 @@ def main() -> None:
         uri = register_minilm(Path(tmp))
         env["MLFLOW_TRACKING_URI"] = uri
         ours_port, theirs_port = free_port(), free_port()
+        launched = time.perf_counter()
         ours = subprocess.Popen([str(BIN / "python"), "-m", "service.serve", "--registered-model", "bench-minilm",
-                                 "--port", str(ours_port), "--workers", "1", "--threads", "48"],
+                                 "--port", str(ours_port), "--workers", "1", "--threads", "48",
+                                 *(f"--set={kv}" for kv in args.set)],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         theirs = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/bench-minilm@champion",
                                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port)],
                                   cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            cold_ours = wait_ready(f"http://127.0.0.1:{ours_port}/v2/health/ready", ours)
-            cold_theirs = wait_ready(f"http://127.0.0.1:{theirs_port}/ping", theirs)
+            cold_ours = wait_ready(f"http://127.0.0.1:{ours_port}/v2/health/ready", ours, launched)
+            cold_theirs = wait_ready(f"http://127.0.0.1:{theirs_port}/ping", theirs, launched)
             rows = []
             for clients in (int(c) for c in args.levels.split(",")):
                 a = load(f"http://127.0.0.1:{ours_port}/predict", lambda t: {"texts": [t]}, texts, clients,

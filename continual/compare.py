@@ -97,6 +97,8 @@ def plot_comparison(results: list[dict], path: Path) -> Path:
         label = f"{r['strategy']} (seed {r['seed']})"
         left.plot(x, r["curve"], "o-", label=label)
         right.plot(x, r["acc_curve"], "o-", label=label)
+    for axis in (left, right):
+        axis.set_xticks(range(1, max(len(r["curve"]) for r in results) + 1))
     left.set(title="Average forgetting", xlabel="round", ylabel="forgetting")
     right.set(title="Average accuracy", xlabel="round", ylabel="accuracy")
     left.legend(fontsize="small")
