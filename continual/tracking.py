@@ -285,52 +285,14 @@ def _git_commit(root: Path) -> str:
 
 # -- plots (matplotlib's Figure directly: no pyplot state, no display backend) --------------------------
 def _draw_plots(ws: Workspace, folder: RoundFolder, out: Path) -> None:
+    from continual.plots import plot_accuracy_matrix, plot_curves, plot_matrix
+
     metrics = folder.metrics
     keys = metrics["arrivals"]
-    n = len(keys)
-    grid = [[row[j] if j < len(row) else None for j in range(n)] for row in metrics["accuracy_matrix"]]
-    _matrix_png(grid, keys, [f"after {k}" for k in keys[: len(grid)]], "accuracy matrix", 1.0,
-                out / "accuracy_matrix.png")
+    plot_accuracy_matrix(metrics["accuracy_matrix"], keys, out / "accuracy_matrix.png")
     history = [metrics if k == folder.key else json.loads((ws.round_dir(k) / "metrics.json").read_text())
                for k in keys]
-    _curve_png(history, out / "forgetting_curve.png")
+    plot_curves(history, out / "forgetting_curve.png")
     confusion = metrics["confusion"]
-    _matrix_png(confusion["matrix"], confusion["labels"], confusion["labels"],
+    plot_matrix(confusion["matrix"], confusion["labels"], confusion["labels"],
                 f"confusion on {folder.key} (row: true, column: predicted)", None, out / "confusion_matrix.png")
-
-
-def _matrix_png(grid: list[list[float | None]], columns: list[str], rows: list[str], title: str,
-                vmax: float | None, path: Path) -> None:
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
-    fig = Figure(figsize=(2 + 1.1 * len(columns), 1.5 + 0.8 * len(rows)))
-    ax = fig.subplots()
-    image = ax.imshow(values, vmin=0, vmax=vmax, cmap="viridis")
-    top = vmax if vmax is not None else np.nanmax(values)
-    for (r, c), v in np.ndenumerate(values):
-        if not np.isnan(v):
-            ax.text(c, r, f"{v:.2f}" if vmax == 1.0 else f"{v:g}", ha="center", va="center",
-                    color="black" if v > 0.6 * top else "white")
-    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-
-
-def _curve_png(history: list[dict[str, Any]], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    rounds = [m["round"] for m in history]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for name, label in (("avg_acc", "avg accuracy"), ("forgetting_avg", "avg forgetting"), ("bwt", "BWT")):
-        ax.plot(rounds, [float("nan") if m.get(name) is None else m[name] for m in history], marker="o", label=label)
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_xticks(rounds)
-    ax.set_xlabel("round")
-    ax.set_title("accuracy and forgetting over the stream")
-    ax.legend()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
