@@ -91,7 +91,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "confusion": confusion(tests[key], predictions[key], labels_of(model)),
     }
     round_info = {
-        "key": key, "index": index, "arrival": key.split("-", 1)[1], "parent": prev, "strategy": strategy.name,
+        "key": key, "index": index, "arrival": Workspace.arrival_name(key), "parent": prev, "strategy": strategy.name,
         "labels": labels_of(model), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ("seed", "model", "train", "strategy")},
     }

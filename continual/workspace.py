@@ -108,7 +108,7 @@ class Workspace:
 
     def arrival_hash(self, key: str) -> str:
         """The arrival's content hash as DVC recorded it at ingest (its .dvc file)."""
-        dvc_file = self.arrivals_dir / f"{key}.dvc"
+        dvc_file = self.arrival_dvc_file(key)
         if not dvc_file.exists():
             return ""
         return (yaml.safe_load(dvc_file.read_text())["outs"][0] or {}).get("md5", "")
