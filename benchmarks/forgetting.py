@@ -57,7 +57,7 @@ def main() -> None:
         params = harness.training_params(args, bench, work)
         if args.epochs:
             params["train"]["epochs"] = args.epochs
-        header = {"mode": bench["mode"], "model": params["model"]["base"]}
+        header = {"mode": bench["mode"], "model": params["model"]["base"], "overrides": harness.overrides(args)}
         name = f"forgetting_{stream_name}"
         result = run_benchmark(stream_name, sizes[stream_name], strategies, seeds, mem_fraction, params, work,
                                lambda partial: harness.write_json(out, name, {**header, **partial}))
@@ -76,7 +76,8 @@ def run_benchmark(stream_name: str, size: int, strategies: list[str], seeds: lis
     seen = train_rows(stream)
     params["strategy"]["replay"]["mem_size"] = max(1, int(mem_fraction * seen))
     result = {"stream": stream_name, "size": size, "train_rows_seen": seen, "test_rows": test_rows(stream),
-              "mem_size": params["strategy"]["replay"]["mem_size"], "train": params["train"], "runs": []}
+              "mem_size": params["strategy"]["replay"]["mem_size"], "train": params["train"],
+              "strategy_params": params["strategy"], "runs": []}
     for seed in seeds:
         for strategy in strategies:
             print(f"-- {stream_name}: {strategy}, seed {seed}", file=sys.stderr, flush=True)

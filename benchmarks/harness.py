@@ -29,6 +29,9 @@ def arguments(description: str) -> argparse.ArgumentParser:
                         help="training device; auto = cuda when available (the trainer's own choice)")
     parser.add_argument("--base", help="model.base override: 'minilm' or a local Hugging Face folder")
     parser.add_argument("--out", type=Path, help="folder for the JSON and PNG (default bench/quick or bench/full)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one training parameter, dotted as in params.yaml and parsed as YAML, "
+                             "e.g. --set strategy.ewc.lambda=1e6 (repeatable; applied last)")
     return parser
 
 
@@ -76,7 +79,32 @@ def training_params(args: argparse.Namespace, bench: dict, work: Path) -> dict:
     params["model"]["base"] = base
     params["train"].update(bench["train"])
     params["train"]["threads"] = args.threads
+    for key, value in overrides(args).items():
+        *path, leaf = key.split(".")
+        section = params
+        for part in path:
+            section = section[part]
+        if leaf not in section:
+            sys.exit(f"--set {key}: params.yaml has no such key")
+        section[leaf] = value
     return params
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """--set KEY=VALUE pairs, values parsed as YAML (1e6 and 5.0e-5 both become floats)."""
+    pairs = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"--set {item}: expected KEY=VALUE")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML reads 1e6 (no dot) as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        pairs[key] = parsed
+    return pairs
 
 
 def machine() -> dict:

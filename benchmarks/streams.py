@@ -18,7 +18,7 @@ from pathlib import Path
 
 from continual.compare import scratch_workspace
 from continual.demo import sample_domain
-from continual.ingest import Row, _split  # the split ingest makes: stratified by label, seeded by key
+from continual.ingest import Row, stratified_split  # the split ingest makes, seeded by arrival key
 from continual.params import load_params
 from continual.workspace import Workspace
 
@@ -70,7 +70,7 @@ def write_stream(folder: Path, arrivals: list[tuple[str, list[dict]]], test_frac
             if r["text"] not in seen:
                 seen.add(r["text"])
                 fresh.append(Row(id=r["id"], text=r["text"], label=r["label"], line=n))
-        train, test = _split(fresh, test_fraction, random.Random(f"{SPLIT_SEED}:{key}"))
+        train, test = stratified_split(fresh, test_fraction, random.Random(f"{SPLIT_SEED}:{key}"))
         ws.arrival_dir(key).mkdir(parents=True)
         for split, part in (("train", train), ("test", test)):
             ws.arrival_split_file(key, split).write_text("".join(r.as_json() + "\n" for r in part), encoding="utf-8")

@@ -70,11 +70,13 @@ def cmd_round(args) -> int:
 def cmd_report(args) -> int:
     from continual.report import format_matrix, load_round_metrics, write_report
 
+    from continual.promotion import gate_restored_head
     from continual.tracking import reconcile
 
     ws, params = _workspace(args)
     write_report(ws)
-    reconcile(ws, params)  # rounds DVC restored from its run cache get their MLflow run here
+    # Rounds DVC restored from its run cache get their MLflow run here, and a restored last round its gate.
+    gate_restored_head(ws, params, reconcile(ws, params))
     rounds = load_round_metrics(ws)
     if rounds:
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))

@@ -104,7 +104,7 @@ def ingest_file(ws: Workspace, source: Path, name: str, params: dict[str, Any]) 
     earlier_texts, earlier_labels = _earlier_arrivals(ws, old_keys)
     kept, duplicates = _dedupe(rows, earlier_texts, cfg["duplicates"])
     _check_label_counts(source, kept, cfg["min_per_label"], duplicates.dropped)
-    train, test = _split(kept, cfg["test_fraction"], random.Random(f"{params['seed']}:{key}"))
+    train, test = stratified_split(kept, cfg["test_fraction"], random.Random(f"{params['seed']}:{key}"))
 
     label_counts = {
         split: dict(sorted(Counter(r.label for r in part).items())) for split, part in zip(SPLITS, (train, test))
@@ -372,7 +372,7 @@ def _check_label_counts(source: Path, rows: list[Row], min_per_label: int, dropp
         )
 
 
-def _split(rows: list[Row], test_fraction: float, rng: random.Random) -> tuple[list[Row], list[Row]]:
+def stratified_split(rows: list[Row], test_fraction: float, rng: random.Random) -> tuple[list[Row], list[Row]]:
     """Stratified: each label holds out round(n * test_fraction) rows, at least one, leaving at least one."""
     by_label: dict[str, list[Row]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r.id):  # sorted first so file order does not move the split

@@ -97,6 +97,16 @@ def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decisi
     return decision
 
 
+def gate_restored_head(ws: Workspace, params: dict[str, Any], reconciled: dict[str, str]) -> Decision | None:
+    """Gate the stream's last round if ``tracking.reconcile`` just logged it: DVC restored it from its run
+    cache, so its own stage (which gates) never ran. Earlier restored rounds are not gated: an older round
+    must not displace a newer champion."""
+    keys = ws.stream()
+    if not keys or keys[-1] not in reconciled or not params["tracking"].get("register_models", True):
+        return None
+    return promote_if_better(ws, keys[-1], params)
+
+
 def promote(ws: Workspace, round_key: str) -> str:
     """Make the version logged for the workspace's round folder ``round_key`` champion, gate or not."""
     params = load_params(ws.params_file)

@@ -28,7 +28,6 @@ import os
 import subprocess
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +38,6 @@ from continual.workspace import Workspace
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-WORKSPACE_ID_FILE = ".continual/workspace_id"  # a uuid: the lineage survives moving the workspace
 KIND_TAG = "continual.kind"  # "lineage" | "round"
 LINEAGE_TAG = "continual.lineage"
 ROUND_HASH_TAG = "continual.round_hash"
@@ -87,18 +85,10 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
     return client, client.create_experiment(name, artifact_location=location)
 
 
-def workspace_id(ws: Workspace) -> str:
-    path = ws.root / WORKSPACE_ID_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(uuid.uuid4().hex + "\n")
-    return path.read_text().strip()
-
-
 def lineage(ws: Workspace, info: dict[str, Any]) -> str:
     """``strategy:params-hash:workspace``: rounds trained alike in one workspace share a lineage run."""
     params_hash = hashlib.sha256(json.dumps(info["params"], sort_keys=True).encode()).hexdigest()
-    return f"{info['strategy']}:{params_hash[:12]}:{workspace_id(ws)[:12]}"
+    return f"{info['strategy']}:{params_hash[:12]}:{ws.identity[:12]}"
 
 
 def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -140,15 +130,15 @@ def log_round(ws: Workspace, key: str, params: dict[str, Any]) -> str:
     return find_round_run(client, experiment_id, ws, folder) or _log(client, experiment_id, ws, folder, params)
 
 
-def reconcile(ws: Workspace, params: dict[str, Any]) -> list[str]:
-    """Log every round of the current stream that has no run yet; return the ids of the new runs."""
+def reconcile(ws: Workspace, params: dict[str, Any]) -> dict[str, str]:
+    """Log every round of the current stream that has no run yet; return {round key: new run id}."""
     client, experiment_id = connect(ws, params)
     keys = ws.stream()
-    logged = []
+    logged = {}
     for key in keys:
         folder = RoundFolder.read(ws, key)
         if find_round_run(client, experiment_id, ws, folder) is None:
-            logged.append(_log(client, experiment_id, ws, folder, params))
+            logged[key] = _log(client, experiment_id, ws, folder, params)
     if logged:
         # Rounds may have been logged out of order: the lineage run's plots must show the whole stream.
         last = RoundFolder.read(ws, keys[-1])

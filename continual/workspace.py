@@ -1,6 +1,7 @@
 """The one place that knows a workspace's on-disk layout.
 
     params.yaml  dvc.yaml  stream.yaml           (stream.yaml: the registered arrivals, in order)
+    .continual/workspace_id                      (the workspace's uuid, which MLflow lineages carry)
     data/arrivals/0001-NAME/{train,test}.jsonl   (+ arrival.json; tracked by data/arrivals/0001-NAME.dvc)
     rounds/0001-NAME/                            (one trained round: model/, buffer.jsonl, ewc.safetensors,
                                                   metrics.json, round.json)
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import yaml
 
 ARRIVAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERIFIED_MARKER = ".continual/verified"
+ID_FILE = ".continual/workspace_id"  # a uuid: MLflow lineages survive moving the workspace
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ class Workspace:
     @property
     def params_file(self) -> Path:
         return self.root / "params.yaml"
+
+    @property
+    def identity(self) -> str:
+        """The workspace's uuid, made on first use (``.continual/workspace_id``)."""
+        path = self.root / ID_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(uuid.uuid4().hex + "\n")
+        return path.read_text().strip()
 
     @property
     def stream_file(self) -> Path:

@@ -96,3 +96,23 @@ def test_gate_moves_the_champion_and_by_hand_moves_are_recorded(tmp_path, tiny_m
     assert promotion.rollback(ws) == "1" and champion() == "1"
     with pytest.raises(RuntimeError, match="no earlier champion"):
         promotion.rollback(ws)
+
+
+def test_a_last_round_restored_from_the_run_cache_is_gated_and_older_restored_rounds_are_not(tmp_path, tiny_model_dir):
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, [[0.80], [0.81, 0.70], [0.80, 0.72, 0.75]], NAMES)
+    params = load_params(ws.params_file)
+    tracking.log_round(ws, "0001-tweets", params)
+    assert promotion.promote_if_better(ws, "0001-tweets", params).accepted  # champion v1
+    # Rounds 2 and 3 came back from DVC's run cache: their stages (log + gate) never ran.
+    reconciled = tracking.reconcile(ws, params)
+    assert list(reconciled) == ["0002-movies", "0003-amazon"]
+    decision = promotion.gate_restored_head(ws, params, reconciled)
+
+    client, _ = tracking.connect(ws, params)
+    name = params["tracking"]["registered_model"]
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert decision.accepted and client.get_run(champion.run_id).info.run_name == "0003-amazon"
+    middle = client.get_run(reconciled["0002-movies"])
+    assert "promotion.decision" not in middle.data.tags  # round 2 never competed with round 3
+    assert client.get_registered_model(name).tags["champion.history"] == "1,3"
+    assert promotion.gate_restored_head(ws, params, tracking.reconcile(ws, params)) is None  # nothing new

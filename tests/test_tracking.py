@@ -161,12 +161,13 @@ def test_reconcile_logs_a_round_the_run_cache_skipped_and_never_duplicates(tmp_p
     tracking.log_round(ws, "0001-tweets", params)
     tracking.log_round(ws, "0003-amazon", params)  # round 2 restored from DVC's run cache: never logged
 
-    (added,) = tracking.reconcile(ws, params)
-    assert tracking.reconcile(ws, params) == []
+    added = tracking.reconcile(ws, params)
+    assert list(added) == ["0002-movies"]
+    assert tracking.reconcile(ws, params) == {}
 
     client, experiment_id = tracking.connect(ws, params)
     runs = round_runs(client, experiment_id)
-    assert client.get_run(added).info.run_name == "0002-movies"
+    assert client.get_run(added["0002-movies"]).info.run_name == "0002-movies"
     hashes = sorted(run.data.tags[tracking.ROUND_HASH_TAG] for run in runs)
     assert hashes == sorted(tracking.RoundFolder.read(ws, key).round_hash for key in ws.stream())
     parent = lineage_run(client, experiment_id).info.run_id
