@@ -16,14 +16,14 @@ from continual.workspace import Workspace
 def main(root: str, before: str, after: str) -> None:
     ws = Workspace.at(root)
     state = load_file(ws.round_dir(before) / "ewc.safetensors")
-    model, _ = load_classifier(ws.round_dir(after) / "model")
-    live = {f"model.{name}": p.detach() for name, p in model.named_parameters()}
+    live, anchor = ({f"model.{name}": p.detach() for name, p in load_classifier(ws.round_dir(key) / "model")[0]
+                     .named_parameters()} for key in (after, before))
     total, importances = 0.0, []
     for key, importance in state.items():
         if not key.startswith("importance:"):
             continue
         name = key.split(":", 1)[1]
-        old, new = state[f"param:{name}"], live[name]
+        old, new = state.get(f"param:{name}", anchor[name]), live[name]  # older folders saved the anchor
         if old.shape == new.shape:  # a grown head: the new rows carry no penalty
             total += float((importance * (new - old) ** 2).sum())
             importances.append(importance.flatten())

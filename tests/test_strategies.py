@@ -99,6 +99,7 @@ def test_ewc_state_restores_the_penalty_it_saved(class_incremental, tiny_model_d
     importances = {k: v for k, v in saved.items() if k.startswith("importance:")}
     assert importances and all(v.min() >= 0 for v in importances.values())  # a Fisher is a sum of squares
     assert sum(float(v.sum()) for v in importances.values()) > 0
+    assert set(saved) == set(importances)  # the anchor weights are model/ itself, not a second copy
 
     model, tokenizer = load_classifier(folder / "model")
     grow_head(model, ["a", "b", "c", "d", "e"])  # a new class arrives: the head grows, the penalty still applies

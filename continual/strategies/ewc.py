@@ -2,7 +2,8 @@
 
 Avalanche computes the importance as squared gradients of each mini-batch loss, averaged over batches (an
 empirical Fisher). Its state lives in memory, keyed by experience number; we save the last importance and
-parameter snapshot to ewc.safetensors and put them back under the key the next round's penalty reads.
+parameter snapshot and put them back under the key the next round's penalty reads. The snapshot is the
+round's final weights, which model/ already holds, so ewc.safetensors stores the importance alone.
 """
 from __future__ import annotations
 
@@ -40,16 +41,21 @@ class EWC(Strategy):
         # Online mode reads key (experience counter - 1); the template's counter is set to `past`.
         device = next(model.parameters()).device  # the penalty compares these with the live weights
         # In the model's parameter order: Avalanche's online update zips old and new importances by position.
-        for param, _ in model.named_parameters():
-            for kind, store in (("importance", self.plugin.importances), ("param", self.plugin.saved_params)):
-                value = tensors.get(f"{kind}:{param}")
-                if value is not None:
-                    store[past - 1][param] = ParamData(f"{kind}_{param}", value.shape, init_tensor=value.to(device),
-                                                       device=device)
+        for name, weights in model.named_parameters():
+            importance = tensors.get(f"importance:{name}")
+            if importance is None:
+                continue
+            # The anchor is the previous round's final weights: the model this round starts from (a grown
+            # head's new rows carry zero importance). Folders written before this change saved a copy.
+            anchor = tensors.get(f"param:{name}", weights.detach())
+            for kind, value, store in (("importance", importance, self.plugin.importances),
+                                       ("param", anchor, self.plugin.saved_params)):
+                store[past - 1][name] = ParamData(f"{kind}_{name}", value.shape,
+                                                  init_tensor=value.to(device).clone(), device=device)
 
     def save(self, folder: Path, context: RoundContext) -> dict:
         last = max(self.plugin.importances)
+        # Only the importance: the anchor weights are the round's own model (model/), saved beside it.
         tensors = {f"importance:{k}": v.data.cpu().contiguous() for k, v in self.plugin.importances[last].items()}
-        tensors.update({f"param:{k}": v.data.cpu().contiguous() for k, v in self.plugin.saved_params[last].items()})
         save_file(tensors, folder / EWC_FILE, metadata={"mode": "online", "decay": str(self.plugin.decay_factor)})
         return {}
