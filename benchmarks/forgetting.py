@@ -32,10 +32,7 @@ def main() -> None:
     parser.add_argument("--stream", choices=("vader", "wordnet", "both"), default="both")
     parser.add_argument("--seeds", help="comma-separated training seeds")
     parser.add_argument("--strategies", help="comma-separated strategies")
-    parser.add_argument("--per-domain", type=int, help="VADER examples per domain")
-    parser.add_argument("--per-class", type=int, help="WordNet glosses per class")
-    parser.add_argument("--mem-fraction", type=float, help="replay buffer as a share of the stream's train rows")
-    parser.add_argument("--epochs", type=int, help="train.epochs override")
+    stream_arguments(parser)
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="combine forgetting_<stream>.json files of one stream (e.g. one per seed or machine) "
                              "into one table, JSON and plot under --out; trains nothing")
@@ -46,8 +43,6 @@ def main() -> None:
     bench = harness.settings(args, "forgetting")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else bench["seeds"]
     strategies = args.strategies.split(",") if args.strategies else bench["strategies"]
-    sizes = {"vader": args.per_domain or bench["vader_per_domain"],
-             "wordnet": args.per_class or bench["wordnet_per_class"]}
     mem_fraction = args.mem_fraction if args.mem_fraction is not None else bench["mem_fraction"]
     print(f"machine: {harness.describe(harness.machine())}\ncommand: {harness.command_line()}\n", flush=True)
 
@@ -55,15 +50,26 @@ def main() -> None:
         # One work folder per stream and seeds, so runs of other seeds can share the machine.
         work = harness.ROOT / "bench" / "work" / f"forgetting-{bench['mode']}-{stream_name}-{'_'.join(map(str, seeds))}"
         params = harness.training_params(args, bench, work)
-        if args.epochs:
-            params["train"]["epochs"] = args.epochs
         header = {"mode": bench["mode"], "model": params["model"]["base"], "overrides": harness.overrides(args)}
         name = f"forgetting_{stream_name}"
-        result = run_benchmark(stream_name, sizes[stream_name], strategies, seeds, mem_fraction, params, work,
+        result = run_benchmark(stream_name, stream_size(args, bench, stream_name), strategies, seeds, mem_fraction, params, work,
                                lambda partial: harness.write_json(out, name, {**header, **partial}))
         result.update(header)
         print(report(result), flush=True)
         plot(result, out / f"forgetting_{stream_name}.png")
+
+
+def stream_arguments(parser) -> None:
+    """The size flags of the two streams (default: benchmarks/params.yaml)."""
+    parser.add_argument("--per-domain", type=int, help="VADER examples per domain")
+    parser.add_argument("--per-class", type=int, help="WordNet glosses per class")
+    parser.add_argument("--mem-fraction", type=float, help="replay buffer as a share of the stream's train rows")
+
+
+def stream_size(args, bench: dict, stream_name: str) -> int:
+    if stream_name == "vader":
+        return args.per_domain or bench["vader_per_domain"]
+    return args.per_class or bench["wordnet_per_class"]
 
 
 def run_benchmark(stream_name: str, size: int, strategies: list[str], seeds: list[int], mem_fraction: float,

@@ -28,14 +28,11 @@ def main() -> None:
                         help="a parameter and the values to try (repeatable: the grid is their product)")
     parser.add_argument("--seeds", default="1", help="comma-separated training seeds")
     parser.add_argument("--strategies", default="naive,ewc,replay+ewc,joint")
-    parser.add_argument("--per-domain", type=int, help="VADER examples per domain")
-    parser.add_argument("--per-class", type=int, help="WordNet glosses per class")
-    parser.add_argument("--mem-fraction", type=float, help="replay buffer as a share of the stream's train rows")
+    forgetting.stream_arguments(parser)
     args = parser.parse_args()
     out = harness.prepare(args)
     bench = harness.settings(args, "forgetting")
-    size = (args.per_domain or bench["vader_per_domain"]) if args.stream == "vader" else \
-        (args.per_class or bench["wordnet_per_class"])
+    size = forgetting.stream_size(args, bench, args.stream)
     mem_fraction = args.mem_fraction if args.mem_fraction is not None else bench["mem_fraction"]
     axes = [(key, values.split(",")) for key, _, values in (g.partition("=") for g in args.grid)]
     print(f"machine: {harness.describe(harness.machine())}\ncommand: {harness.command_line()}\n", flush=True)
