@@ -105,7 +105,7 @@ def test_lineage_run_carries_round_metrics_by_round(logged):
 
 
 def test_round_runs_are_nested_and_hold_tags_params_metrics_artifacts(logged):
-    ws, _, client, experiment_id = logged
+    ws, params, client, experiment_id = logged
     parent = lineage_run(client, experiment_id).info.run_id
     runs = {run.info.run_name: run for run in round_runs(client, experiment_id)}
     assert sorted(runs) == ws.stream()
@@ -120,8 +120,8 @@ def test_round_runs_are_nested_and_hold_tags_params_metrics_artifacts(logged):
     assert tags["continual.strategy"] == "replay+ewc"
     assert tags["continual.round_index"] == "2"
     assert tags[tracking.ROUND_HASH_TAG] == tracking.RoundFolder.read(ws, "0002-movies").round_hash
-    assert run.data.params["train.lr"] == "5e-05"
-    assert run.data.params["strategy.ewc.lambda"] == "1000.0"
+    assert run.data.params["train.lr"] == str(params["train"]["lr"])  # round.json's params, flattened
+    assert run.data.params["strategy.ewc.lambda"] == str(params["strategy"]["ewc"]["lambda"])
     assert run.data.params["strategy.replay.policy"] == "class_balanced"
     metrics = run.data.metrics
     assert metrics["acc.0001-tweets"] == 0.74 and metrics["forgetting.0001-tweets"] == 0.06
