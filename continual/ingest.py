@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,27 @@ class IngestReport:
 
 
 def ingest_file(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> IngestReport:
-    """Validate ``source`` and register it as the next arrival ``<NNNN>-<name>`` (raises ArrivalError)."""
-    source = Path(source)
+    """Validate ``source`` and register it as the next arrival ``<NNNN>-<name>`` (raises ArrivalError).
+
+    Ingests into one workspace run one at a time: a second waits for the first to finish, then sees its
+    arrival (its key, its texts for de-duplication)."""
+    with _one_ingest_at_a_time(ws):
+        return _ingest(ws, Path(source), name, params)
+
+
+@contextmanager
+def _one_ingest_at_a_time(ws: Workspace) -> Iterator[None]:
+    """An advisory lock on the workspace folder itself: no lock file, so a rejected arrival still leaves
+    the workspace byte for byte as it was. Released when the process ends, however it ends."""
+    fd = os.open(ws.root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> IngestReport:
     cfg = params["ingest"]
     _check_params(cfg)
     old_keys = ws.stream()

@@ -148,6 +148,25 @@ def test_arrivals_get_consecutive_keys_and_report_new_labels(ws, params, tmp_pat
     verify_arrivals(ws)
 
 
+def test_concurrent_ingests_take_turns(ws, tmp_path):
+    # Three `continual ingest` processes at once: each must see the arrivals registered before it.
+    cli = str(Path(sys.executable).parent / "continual")
+    shared = ("a text every file holds", "neg")
+    procs = [subprocess.Popen([cli, "-C", str(ws.root), "ingest",
+                               str(write_csv(tmp_path / f"{name}.csv", [shared, *labelled(5, prefix=name)])),
+                               "--name", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("tweets", "movies", "amazon")]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    keys = ws.stream()
+    assert [k.split("-", 1)[0] for k in keys] == ["0001", "0002", "0003"]
+    assert sorted(Workspace.arrival_name(k) for k in keys) == ["amazon", "movies", "tweets"]
+    holders = [k for k in keys for split in ("train", "test") if shared[0] in {r["text"] for r in read_split(ws, k, split)}]
+    assert holders == keys[:1]  # the later two saw it in the first arrival and dropped it
+    verify_arrivals(ws)
+
+
 @pytest.mark.parametrize("policy", ["drop", "keep"])
 def test_duplicates_are_reported_and_dropped_or_kept(ws, params, tmp_path, policy):
     ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
