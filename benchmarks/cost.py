@@ -91,25 +91,18 @@ def report(result: dict) -> str:
 
 
 def plot(per_round: dict[str, list[dict]], path: Path) -> Path:
-    import matplotlib
+    from continual.plots import plot_two_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def draw(left, right) -> None:
+        for s, rows in per_round.items():
+            x = [r["round"] for r in rows]
+            left.plot(x, [r["wall_seconds"] for r in rows], "o-", label=s)
+            right.plot(x, [r["examples"] for r in rows], "o-", label=s)
+            for axis in (left, right):
+                axis.set_xticks(x)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for s, rows in per_round.items():
-        x = [r["round"] for r in rows]
-        left.plot(x, [r["wall_seconds"] for r in rows], "o-", label=s)
-        right.plot(x, [r["examples"] for r in rows], "o-", label=s)
-    for axis in (left, right):
-        axis.set_xticks(x)
-    left.set(title="wall time per round", xlabel="round", ylabel="seconds")
-    right.set(title="training examples processed per round", xlabel="round", ylabel="examples")
-    left.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_two_panels(path, ("wall time per round", "seconds"),
+                           ("training examples processed per round", "examples"), draw)
 
 
 if __name__ == "__main__":

@@ -175,30 +175,22 @@ def report(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib
+    from continual.plots import plot_two_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def draw(left, right) -> None:
+        for row in result["summary"]:
+            runs = [r for r in result["runs"] if r["strategy"] == row["strategy"]]
+            x = range(1, len(row["curve"]) + 1)
+            for axis, key, mean in ((left, "curve", row["curve"]), (right, "acc_curve", row["acc_curve"])):
+                line, = axis.plot(x, mean, STYLES.get(row["strategy"], "o-"), label=row["strategy"], alpha=0.85)
+                low = [min(r[key][i] for r in runs) for i in range(len(mean))]
+                high = [max(r[key][i] for r in runs) for i in range(len(mean))]
+                axis.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+                axis.set_xticks(list(x))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for row in result["summary"]:
-        runs = [r for r in result["runs"] if r["strategy"] == row["strategy"]]
-        x = range(1, len(row["curve"]) + 1)
-        for axis, key, mean in ((left, "curve", row["curve"]), (right, "acc_curve", row["acc_curve"])):
-            line, = axis.plot(x, mean, STYLES.get(row["strategy"], "o-"), label=row["strategy"], alpha=0.85)
-            low = [min(r[key][i] for r in runs) for i in range(len(mean))]
-            high = [max(r[key][i] for r in runs) for i in range(len(mean))]
-            axis.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
-            axis.set_xticks(list(x))
-    left.set(title=f"{result['stream']}: average forgetting", xlabel="round", ylabel="forgetting")
-    right.set(title=f"{result['stream']}: average accuracy", xlabel="round", ylabel="accuracy")
-    left.legend(fontsize="small")
-    fig.suptitle(f"mean over seeds {result['seeds']} (band: min-max), model {Path(result['model']).name}",
-                 fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_two_panels(path, (f"{result['stream']}: average forgetting", "forgetting"),
+                           (f"{result['stream']}: average accuracy", "accuracy"), draw,
+                           note=f"mean over seeds {result['seeds']} (band: min-max), model {Path(result['model']).name}")
 
 
 if __name__ == "__main__":

@@ -86,23 +86,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_comparison(results: list[dict], path: Path) -> Path:
-    import matplotlib
+    from continual.plots import plot_two_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def draw(left, right) -> None:
+        for r in results:
+            x = range(1, len(r["curve"]) + 1)
+            label = f"{r['strategy']} (seed {r['seed']})"
+            left.plot(x, r["curve"], "o-", label=label)
+            right.plot(x, r["acc_curve"], "o-", label=label)
+        for axis in (left, right):
+            axis.set_xticks(range(1, max(len(r["curve"]) for r in results) + 1))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for r in results:
-        x = range(1, len(r["curve"]) + 1)
-        label = f"{r['strategy']} (seed {r['seed']})"
-        left.plot(x, r["curve"], "o-", label=label)
-        right.plot(x, r["acc_curve"], "o-", label=label)
-    for axis in (left, right):
-        axis.set_xticks(range(1, max(len(r["curve"]) for r in results) + 1))
-    left.set(title="Average forgetting", xlabel="round", ylabel="forgetting")
-    right.set(title="Average accuracy", xlabel="round", ylabel="accuracy")
-    left.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_two_panels(path, ("Average forgetting", "forgetting"), ("Average accuracy", "accuracy"), draw)

@@ -4,6 +4,7 @@ Built on matplotlib's Figure (no pyplot state), so they are safe to draw anywher
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,4 +50,21 @@ def plot_curves(rounds: list[dict], path: Path) -> Path:
     ax.set_title("accuracy and forgetting over rounds")
     ax.legend()
     fig.savefig(path, dpi=90, bbox_inches="tight")
+    return path
+
+
+def plot_two_panels(path: Path, left: tuple[str, str], right: tuple[str, str], draw: Callable,
+                    note: str | None = None) -> Path:
+    """Two charts side by side against round; ``left``/``right`` are (title, y label) and ``draw(left_axes,
+    right_axes)`` plots the lines (the left chart's labels make the legend)."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    draw(*axes)
+    for ax, (title, ylabel) in zip(axes, (left, right)):
+        ax.set(title=title, xlabel="round", ylabel=ylabel)
+    axes[0].legend(fontsize="small")
+    if note:
+        fig.suptitle(note, fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     return path
