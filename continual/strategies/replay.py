@@ -5,7 +5,6 @@ weight) and rebuild the storage policy's groups from them in the next round's pr
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 
+from continual.jsonl import read_jsonl, write_jsonl
 from continual.strategies.base import RoundContext, Strategy
 
 BUFFER_FILE = "buffer.jsonl"
@@ -41,7 +41,7 @@ class Replay(Strategy):
         path = folder / BUFFER_FILE
         if not path.exists():
             return
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        rows = read_jsonl(path)  # split on "\n" only: texts may hold U+2028, U+0085 and the like
         if isinstance(self.policy, ClassBalancedBuffer):
             by_label = defaultdict(list)
             for row in rows:
@@ -69,6 +69,6 @@ class Replay(Strategy):
         lines = []
         for group in groups:
             for row, weight in zip(context.rows_of(group.buffer), group._buffer_weights.tolist()):
-                lines.append(json.dumps({**row, "weight": weight}, ensure_ascii=False))
-        (folder / BUFFER_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+                lines.append({**row, "weight": weight})
+        write_jsonl(folder / BUFFER_FILE, lines)
         return {"buffer_size": len(lines)}
