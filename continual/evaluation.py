@@ -2,31 +2,20 @@
 from __future__ import annotations
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
+
+from continual.model import forward_sorted
 
 
-@torch.inference_mode()
-def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> list[int]:
-    """Predicted label ids. Texts are sorted by length so each batch pads little."""
-    model.eval()
-    device = next(model.parameters()).device
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    predictions = [0] * len(texts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids = pad_sequence([torch.tensor(encoded[i]) for i in idx], batch_first=True,
-                           padding_value=tokenizer.pad_token_id).to(device)
-        logits = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long()).logits
-        for i, p in zip(idx, logits.argmax(-1).tolist()):
-            predictions[i] = p
-    return predictions
+def predict_proba(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
+    """Softmax probabilities [texts x labels], as the server and the MLflow pyfunc compute them."""
+    return forward_sorted(model, tokenizer, texts, batch_size,
+                          lambda ids, mask: torch.softmax(model(ids, mask).float(), dim=-1))
 
 
-def accuracy(model, tokenizer, rows: list[dict], max_length: int, batch_size: int) -> tuple[float, list[int]]:
-    """Accuracy on ``rows`` (a label the model does not know counts as wrong) and the predictions."""
-    label2id = model.config.label2id
-    predictions = predict(model, tokenizer, [r["text"] for r in rows], max_length, batch_size)
+def accuracy(model, tokenizer, rows: list[dict], batch_size: int) -> tuple[float, list[int]]:
+    """Accuracy on ``rows`` (a label the model does not know counts as wrong) and the predicted label ids."""
+    label2id = model.label2id
+    predictions = predict_proba(model, tokenizer, [r["text"] for r in rows], batch_size).argmax(-1).tolist()
     correct = sum(p == label2id.get(r["label"], -1) for p, r in zip(predictions, rows))
     return correct / len(rows), predictions
 

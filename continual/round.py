@@ -15,10 +15,13 @@ import torch
 from continual.evaluation import accuracy, confusion
 from continual.ingest import read_split
 from continual.metrics import summarise
-from continual.model import LogitsOnly, base_model_path, grow_head, labels_of, load_classifier
+from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
+                             set_prototype_rows)
 from continual.strategies import RoundContext, make_strategy
-from continual.trainer import train_one_experience
+from continual.trainer import ProgressLog, train_one_experience
 from continual.workspace import Workspace
+
+ROUND_PARAMS = ("seed", "model", "train", "strategy")  # what a round's result depends on
 
 
 def set_threads(train: dict) -> int:
@@ -50,6 +53,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     keys = ws.keys_up_to(key)
     index, prev = len(keys), (keys[-2] if len(keys) > 1 else None)
     train, max_length = params["train"], int(params["model"]["max_length"])
+    eval_batch = int(train["eval_batch_size"])
     threads = set_threads(train)
     seed_everything(int(params["seed"]) + index)
     strategy = make_strategy(params)
@@ -59,24 +63,38 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     acc_before = None
     if prev is not None:
         model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
-        acc_before, _ = accuracy(model, tokenizer, tests[key], max_length, int(train["eval_batch_size"]))
-    if prev is None or strategy.from_base:
-        model, tokenizer = load_classifier(base_model_path(params["model"]["base"]), labels)
-    grow_head(model, labels)
+        acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch)
+    if prev is None or strategy.from_base or strategy.closed_form:
+        # Closed-form strategies keep the pretrained encoder frozen: their state is the sums, not the weights.
+        model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), labels, max_length)
+        new_labels = labels
+    else:
+        new_labels = grow_head(model, labels)
 
-    context = RoundContext(tokenizer, dict(model.config.label2id), max_length)
+    context = RoundContext(tokenizer, model.label2id, max_length)
     wrapped = LogitsOnly(model, tokenizer.pad_token_id)
     if prev is not None and not strategy.from_base:
-        strategy.restore(ws.round_dir(prev), context, wrapped)
+        strategy.restore(ws.round_dir(prev), context, wrapped.model if strategy.closed_form else wrapped)
     rows = [{**row, "arrival": k} for k in strategy.train_keys(keys) for row in read_split(ws, k, "train")]
-    dataset = context.dataset(rows)
-    steps = -(-len(rows) // int(train["batch_size"]))
-    progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
-                                    desc=f"round {index} {key} [{strategy.name}]")
+    if strategy.closed_form:
+        progress = fit_closed_form(strategy, model, tokenizer, rows, eval_batch)
+    else:
+        targets = [model.label2id[r["label"]] for r in rows]
+        if new_labels:  # a new class's row starts at its prototype under the current encoder
+            features = embed_rows(model, tokenizer, [r["text"] for r in rows], eval_batch)
+            set_prototype_rows(model, features, targets, [model.label2id[x] for x in new_labels],
+                               float(train["prototype_scale"]))
+        dataset = context.dataset(rows)
+        steps = -(-len(rows) // int(train["batch_size"]))
+        progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
+                                        desc=f"round {index} {key} [{strategy.name}]")
+        if refit_now(train["head_refit"], bool(new_labels) and prev is not None):
+            refit_head(model, tokenizer, rows + strategy.memory_rows(context), eval_batch,
+                       float(train["prototype_scale"]))
 
     row, predictions = [], {}
     for k in keys:
-        acc, predictions[k] = accuracy(model, tokenizer, tests[k], max_length, int(train["eval_batch_size"]))
+        acc, predictions[k] = accuracy(model, tokenizer, tests[k], eval_batch)
         row.append(acc)
     previous = json.loads((ws.round_dir(prev) / "metrics.json").read_text()) if prev else None
     matrix = [*(previous["accuracy_matrix"] if previous else []), row]
@@ -88,15 +106,41 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "examples": progress.examples, "train_rows": len(rows),
         "examples_per_s": progress.examples / progress.seconds if progress.seconds else 0.0,
         "train_seconds": progress.seconds, "threads": threads,
-        "confusion": confusion(tests[key], predictions[key], labels_of(model)),
+        "confusion": confusion(tests[key], predictions[key], model.labels),
     }
     round_info = {
         "key": key, "index": index, "arrival": Workspace.arrival_name(key), "parent": prev, "strategy": strategy.name,
-        "labels": labels_of(model), "data_hash": ws.arrival_hash(key),
-        "params": {name: params[name] for name in ("seed", "model", "train", "strategy")},
+        "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
+        "params": {name: params[name] for name in ROUND_PARAMS},
     }
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started)
     return metrics
+
+
+def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: int) -> ProgressLog:
+    """One forward pass over the arrival, then the head is solved from the strategy's sums."""
+    progress = ProgressLog(f"{strategy.name} forward pass")
+    begin = time.perf_counter()
+    strategy.prepare(model, len(model.labels))
+    features = embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size)
+    strategy.fit(model, features, torch.tensor([model.label2id[r["label"]] for r in rows]))
+    progress.examples, progress.seconds = len(rows), time.perf_counter() - begin
+    return progress
+
+
+def refit_now(when: str, grew: bool) -> bool:
+    if when not in ("never", "on_growth", "always"):
+        raise ValueError(f"train.head_refit must be never, on_growth or always, not {when!r}")
+    return when == "always" or (when == "on_growth" and grew)
+
+
+def refit_head(model, tokenizer, rows: list[dict], batch_size: int, scale: float) -> None:
+    """Every class's head row from its prototype over the new arrival and the replay buffer, under the updated
+    encoder: a class-balanced closed form, which removes the trained head's bias toward the newest classes.
+    A class with no row at hand keeps its trained row."""
+    features = embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size)
+    targets = [model.label2id[r["label"]] for r in rows]
+    set_prototype_rows(model, features, targets, sorted(set(targets)), scale)
 
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
@@ -106,7 +150,7 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model", safe_serialization=True)
+    model.save(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
     metrics.update(strategy.save(tmp, context))
     metrics.setdefault("buffer_size", 0)

@@ -66,12 +66,18 @@ class ProgressLog(SupervisedPlugin):
 
 def train_one_experience(model: torch.nn.Module, dataset, train: dict, plugins: list, steps_per_epoch: int,
                          past_rounds: int, desc: str, extra: list | None = None) -> ProgressLog:
-    """Train ``model`` on one experience built from ``dataset`` with the given Avalanche plugins.
+    """Train ``model`` (a LogitsOnly-wrapped PooledClassifier) on one experience built from ``dataset`` with the given Avalanche plugins.
 
     ``past_rounds`` sets Avalanche's experience counter, so that plugins with restored state (EWC's
     penalty keyed by experience) treat this as experience number ``past_rounds``.
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(train["lr"]), weight_decay=float(train["weight_decay"]))
+    # Two speeds (SLCA, Zhang et al., ICCV 2023): a slow encoder forgets less, a fast head still fits new classes.
+    head = list(model.model.head.parameters())
+    head_ids = {id(p) for p in head}
+    encoder = [p for p in model.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW([{"params": encoder, "lr": float(train["lr"])},
+                                   {"params": head, "lr": float(train["head_lr"])}],
+                                  weight_decay=float(train["weight_decay"]))
     total_steps = max(1, steps_per_epoch * int(train["epochs"]))
     schedule = get_linear_schedule_with_warmup(optimizer, int(float(train["warmup_ratio"]) * total_steps), total_steps)
     progress = ProgressLog(desc)

@@ -1,4 +1,8 @@
-"""One loaded model: tokenizer + Hugging Face classifier + its card, and a batched forward pass."""
+"""One loaded model: tokenizer + classifier + its card, and a batched forward pass.
+
+The classifier is a pooled classifier folder (``service.pooled``: what every training round writes) or, for
+models trained elsewhere, any plain Hugging Face sequence-classification folder.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.model_source import ModelCard
+from service.pooled import PooledClassifier, is_pooled_folder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a served model never reaches for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust pool fights gunicorn's fork
@@ -30,8 +35,14 @@ class LoadedClassifier:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.card = card
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        limits = [max_length, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+        self.pooled = isinstance(model, PooledClassifier)
+        if self.pooled:  # it reads no more tokens than it was trained on, so predictions match training's
+            self.labels = list(model.labels)
+            limits = [max_length, model.max_length, getattr(model.encoder.config, "max_position_embeddings", None),
+                      tokenizer.model_max_length]
+        else:
+            self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            limits = [max_length, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
         self.max_length = min(limit for limit in limits if isinstance(limit, int) and limit > 0)
         # A fast tokenizer's truncation/padding state lives in Rust and raises "Already borrowed" when
         # two threads set it at once; the forward pass itself is safe to share.
@@ -40,7 +51,10 @@ class LoadedClassifier:
     @classmethod
     def load(cls, model_dir: Path, tokenizer_dir: Path, card: ModelCard, max_length: int) -> "LoadedClassifier":
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        if is_pooled_folder(model_dir):
+            model = PooledClassifier.load(model_dir)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         return cls(model, tokenizer, card, max_length)
 
     def predict(self, texts: list[str], batch_size: int) -> list[Prediction]:
@@ -56,8 +70,13 @@ class LoadedClassifier:
             batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
                                    return_tensors="pt")
             truncated = self._truncated(texts, batch)
-        inputs = {key: value for key, value in batch.items() if key in ("input_ids", "attention_mask", "token_type_ids")}
-        probabilities = torch.softmax(self.model(**inputs).logits.float(), dim=-1)
+        if self.pooled:
+            logits = self.model(batch["input_ids"], batch["attention_mask"])
+        else:
+            inputs = {key: value for key, value in batch.items()
+                      if key in ("input_ids", "attention_mask", "token_type_ids")}
+            logits = self.model(**inputs).logits
+        probabilities = torch.softmax(logits.float(), dim=-1)
         best = probabilities.argmax(dim=-1).tolist()
         return [
             Prediction(self.labels[index], row, cut)

@@ -3,6 +3,8 @@
 The one place in the service that knows the on-disk layouts it accepts:
   - a Hugging Face folder (config.json, weights, tokenizer files);
   - a training round folder (model/ + round.json {"key", "index", "data_hash"});
+  - an MLflow pyfunc model as continual registers it (MLmodel, artifacts/classifier/: a pooled classifier
+    folder, see ``service.pyfunc``);
   - an MLflow transformers model (MLmodel, model/, components/tokenizer/), as
     ``mlflow.transformers.log_model({"model": m, "tokenizer": t}, ...)`` writes it.
 """
@@ -134,7 +136,12 @@ def source_for(uri: str, tracking_uri: str | None = None, registry_uri: str | No
 def hf_folders(root: Path) -> tuple[Path, Path]:
     """(model folder, tokenizer folder) inside any of the accepted layouts."""
     if (root / "MLmodel").exists():
-        flavor = (yaml.safe_load((root / "MLmodel").read_text()).get("flavors") or {}).get("transformers") or {}
+        flavors = yaml.safe_load((root / "MLmodel").read_text()).get("flavors") or {}
+        pyfunc_artifacts = ((flavors.get("python_function") or {}).get("artifacts") or {})
+        if "transformers" not in flavors and "classifier" in pyfunc_artifacts:
+            folder = root / pyfunc_artifacts["classifier"]["path"]
+            return folder, folder
+        flavor = flavors.get("transformers") or {}
         model_dir = root / flavor.get("model_binary", "model")
         tokenizer_dir = root / "components" / "tokenizer"
         return model_dir, tokenizer_dir if tokenizer_dir.is_dir() else model_dir

@@ -23,24 +23,20 @@ def make_registry(folder: Path) -> str:
 
 def register_tiny_model(tracking_uri: str, model_dir: Path, round_index: int, arrival: str,
                         name: str = MODEL_NAME, alias: str | None = "champion") -> str:
-    """Log ``model_dir`` with mlflow.transformers as a round does, tag the version, point ``alias`` at it."""
+    """Log ``model_dir`` as a round does (pyfunc), tag the version, point ``alias`` at it."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # set + restore the global URI
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from continual.tracking import log_pooled_model
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name("serving-tests")
     artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
     experiment_id = (experiment.experiment_id if experiment
                      else client.create_experiment("serving-tests", artifact_location=artifacts.as_uri()))
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with _use_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id):
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": tokenizer}, task="text-classification",
-            name="model", registered_model_name=name, pip_requirements=["torch", "transformers"],
-        )
+        info = log_pooled_model(model_dir, registered_model_name=name)
     version = str(info.registered_model_version)
     round_key = f"{round_index:04d}-{arrival}"
     tags = {"round": str(round_index), "round_key": round_key, "arrival": arrival, "data_hash": f"hash-{round_key}"}

@@ -31,7 +31,7 @@ def tiny_params(model_dir, strategy: str, **train) -> dict:
     params["model"]["base"] = str(model_dir)
     params["strategy"]["name"] = strategy
     params["strategy"]["replay"]["mem_size"] = 20
-    params["train"].update({"epochs": 15, "lr": 3e-3, "batch_size": 32, **train})
+    params["train"].update({"epochs": 15, "lr": 3e-3, "head_lr": 3e-2, "batch_size": 32, **train})
     return params
 
 
@@ -57,8 +57,8 @@ def test_replay_forgets_measurably_less_than_naive(class_incremental):
 
 def test_class_incremental_head_keeps_old_class_ids(class_incremental):
     ws, _ = class_incremental["replay"]
-    config = json.loads((ws.round_dir("0002-part2") / "model" / "config.json").read_text())
-    assert config["label2id"] == {"a": 0, "b": 1, "c": 2, "d": 3}
+    card = json.loads((ws.round_dir("0002-part2") / "model" / "classifier.json").read_text())
+    assert card["labels"] == ["a", "b", "c", "d"]
     buffer = [json.loads(line) for line in (ws.round_dir("0002-part2") / "buffer.jsonl").read_text().splitlines()]
     # old-class rows still carry their own labels after the head grew (not re-indexed to the new classes)
     assert {r["label"] for r in buffer if r["arrival"] == "0001-part1"} == {"a", "b"}
@@ -80,7 +80,7 @@ def test_buffer_round_trips_through_its_file(class_incremental, tiny_model_dir, 
     model, tokenizer = load_classifier(ws.round_dir("0002-part2") / "model")
     params = tiny_params(tiny_model_dir, "replay")
     strategy = make_strategy(params)
-    context = RoundContext(tokenizer, dict(model.config.label2id), 32)
+    context = RoundContext(tokenizer, model.label2id, 32)
     strategy.restore(ws.round_dir("0002-part2"), context, model)
     assert len(strategy.policy.buffer) == 20
     tmp_path.mkdir(exist_ok=True)
@@ -105,7 +105,7 @@ def test_ewc_state_restores_the_penalty_it_saved(class_incremental, tiny_model_d
     grow_head(model, ["a", "b", "c", "d", "e"])  # a new class arrives: the head grows, the penalty still applies
     wrapped = LogitsOnly(model, tokenizer.pad_token_id)
     strategy = make_strategy(tiny_params(tiny_model_dir, "ewc"))
-    strategy.restore(folder, RoundContext(tokenizer, dict(model.config.label2id), 32), wrapped)
+    strategy.restore(folder, RoundContext(tokenizer, model.label2id, 32), wrapped)
 
     class Clock:
         train_exp_counter = 2

@@ -5,10 +5,12 @@ from continual.strategies.base import RoundContext, Strategy
 from continual.strategies.ewc import EWC
 from continual.strategies.joint import Joint
 from continual.strategies.naive import Naive
+from continual.strategies.ncm import NCM
 from continual.strategies.replay import Replay
 from continual.strategies.replay_ewc import ReplayEWC
+from continual.strategies.ridge import Ridge
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Naive, Replay, EWC, ReplayEWC, Joint)}
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Naive, Replay, EWC, ReplayEWC, Joint, NCM, Ridge)}
 
 
 def make_strategy(params: dict) -> Strategy:

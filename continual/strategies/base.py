@@ -36,7 +36,8 @@ class RoundContext:
 
 class Strategy:
     name = "base"
-    from_base = False  # True: start every round from the pretrained base (joint retraining)
+    from_base = False    # True: start every round from the pretrained base (joint retraining)
+    closed_form = False  # True: the encoder stays frozen and ``fit`` solves the head; no gradient steps
     parts: tuple = ()  # a composed strategy lists its parts; each contributes plugins and state
 
     def __init__(self, params: dict):
@@ -53,6 +54,10 @@ class Strategy:
     def restore(self, folder: Path, context: RoundContext, model: torch.nn.Module) -> None:
         for part in self.parts_:
             part.restore(folder, context, model)
+
+    def memory_rows(self, context: RoundContext) -> list[dict]:
+        """The stored rows of earlier arrivals this strategy keeps (a replay buffer), for the head refit."""
+        return [row for part in self.parts_ for row in part.memory_rows(context)]
 
     def save(self, folder: Path, context: RoundContext) -> dict:
         """Write state files into ``folder``; return figures for metrics.json (e.g. buffer size)."""

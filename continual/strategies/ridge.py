@@ -1,0 +1,49 @@
+"""A ridge-regression head on the frozen encoder, solved from running sums (Gram matrix XᵀX and XᵀY).
+
+The sums over every arrival so far give exactly the head that joint training on frozen features would
+solve, so nothing is forgotten, and no text is kept. With ``projection_dim`` > 0 the embeddings first go
+through a fixed random projection and a ReLU (RanPAC, McDonnell et al., NeurIPS 2023), which makes the
+classes more linearly separable; the projection is drawn once from the seed and stored with the sums.
+
+Head: W = (XᵀX + λI)⁻¹ XᵀY on features with a constant 1 appended (its row is the bias), times ``logit_scale``
+so the softmax of the regression outputs is not flat.
+"""
+from __future__ import annotations
+
+import torch
+
+from continual.strategies.closed_form import ClosedForm
+
+
+class Ridge(ClosedForm):
+    name = "ridge"
+    state_file = "ridge.safetensors"
+
+    def __init__(self, params: dict):
+        super().__init__(params)
+        cfg = params["strategy"]["ridge"]
+        self.lam = float(cfg["lambda"])
+        self.projection_dim = int(cfg["projection_dim"])
+        self.scale = float(cfg["logit_scale"])
+        self.seed = int(params["seed"])
+
+    def prepare(self, model, classes: int) -> None:
+        projection = self.sums.get("projection")
+        if projection is None and self.projection_dim > 0:
+            generator = torch.Generator().manual_seed(self.seed)
+            projection = torch.randn(model.embedding_dim, self.projection_dim, generator=generator)
+        if projection is not None:
+            model.projection = projection.to(model.head.weight)
+            self.set_head(model, torch.zeros(classes, projection.shape[1]), torch.zeros(classes))
+
+    def fit(self, model, features: torch.Tensor, targets: torch.Tensor) -> None:
+        classes = len(model.labels)
+        x = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+        y = torch.nn.functional.one_hot(targets, classes).double()
+        gram = self._grown("gram", x.shape[1], x.shape[1]) + x.T @ x
+        xty = self._grown("xty", x.shape[1], classes) + x.T @ y
+        self.sums = {"gram": gram, "xty": xty}
+        if model.projection is not None:
+            self.sums["projection"] = model.projection.detach().cpu().float()
+        solved = torch.linalg.solve(gram + self.lam * torch.eye(len(gram), dtype=torch.float64), xty)
+        self.set_head(model, self.scale * solved[:-1].T, self.scale * solved[-1])

@@ -1,0 +1,61 @@
+"""One model, three ways to run it, the same probabilities: the round's evaluation, our Flask server, and
+``mlflow.pyfunc.load_model("models:/NAME@champion")`` (what `mlflow models serve` runs)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from continual.evaluation import predict_proba
+from continual.model import load_classifier
+from continual.params import load_params
+from continual.round import run_round
+from service import create_app
+from service.app import shutdown
+from test_service_registry import make_registry, register_tiny_model
+from test_strategies import build_stream
+
+TEXTS = [
+    "a quiet morning", "apple banana pear 3", "car truck bus", "dog cat horse", "", " ",
+    "tab\there", "next line\u0085inside", "line\u2028separator", "para\u2029graph", "form\x0cfeed", "\x1c\x1d\x1e",
+    "emoji 😀🎉 party", "עברית מימין לשמאל", "العربية", "zero\u200bwidth", "\ufeffbom first", "mixed 日本語 text",
+    "long " * 400, "x" * 20000,
+] + [f"sentence number {i} about {'apples' if i % 2 else 'cars'}" for i in range(30)]
+
+
+def test_evaluation_server_and_pyfunc_agree_to_1e_5(tmp_path, tiny_model_dir):
+    import mlflow
+
+    ws = build_stream(tmp_path / "ws", [["a", "b"]], n_train=10, n_test=4)
+    params = load_params()
+    params["model"]["base"] = str(tiny_model_dir)
+    params["strategy"]["name"] = "naive"
+    params["train"].update({"epochs": 1, "batch_size": 8})
+    run_round(ws, ws.stream()[0], params)
+    model_dir = ws.round_dir(ws.stream()[0]) / "model"
+    assert len(TEXTS) == 50
+
+    model, tokenizer = load_classifier(model_dir)
+    evaluated = predict_proba(model, tokenizer, TEXTS, batch_size=7)  # other batches, other padding
+
+    uri = make_registry(tmp_path / "registry")
+    register_tiny_model(uri, model_dir, 1, "part1", name="equal")
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model("models:/equal@champion")
+    frame = pyfunc.predict(TEXTS)
+    from_pyfunc = torch.tensor(list(frame["probabilities"]))
+    assert list(frame["label"]) == [model.labels[i] for i in evaluated.argmax(-1).tolist()]
+
+    app = create_app({"registered_model": "equal", "tracking_uri": uri, "max_text_chars": 100_000})
+    try:
+        answer = app.test_client().post("/predict", json={"texts": TEXTS})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        body = json.loads(answer.get_data())
+    finally:
+        shutdown(app)
+    from_server = torch.tensor([[p["probabilities"][label] for label in body["labels"]] for p in body["predictions"]])
+    assert body["labels"] == model.labels
+
+    assert torch.allclose(evaluated, from_pyfunc, atol=1e-5, rtol=0), (evaluated - from_pyfunc).abs().max()
+    assert torch.allclose(evaluated, from_server, atol=1e-5, rtol=0), (evaluated - from_server).abs().max()
+    assert evaluated.argmax(-1).unique().numel() > 1  # a model that answers one class everywhere proves little
