@@ -14,10 +14,10 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from continual.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic
 from continual.workspace import ARRIVAL_NAME, Workspace
 
 SPLITS = ("train", "test")
 JSONL_SUFFIXES = {".jsonl", ".json-lines", ".ndjson"}
 EXAMPLES_SHOWN = 3
+QUOTED_MAX = 80  # characters of the file quoted in a message
+# Not whitespace to str.strip(), yet nothing to read: a text of only these is empty.
+INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+# A sure lower bound on tokens for word-piece and BPE tokenizers: none merges across a word and a
+# punctuation mark; +2 for [CLS]/[SEP] or their like.
+_PIECES = re.compile(r"\w+|[^\w\s]")
 INGEST_HINT = "`continual ingest FILE --name NAME`"
 
 
@@ -68,6 +75,7 @@ class IngestReport:
     label_counts: dict[str, dict[str, int]]  # split -> label -> count
     duplicates: Duplicates
     new_labels: list[str]  # labels no earlier arrival had
+    warnings: list[str] = field(default_factory=list)  # kept, but likely not what was meant
 
     def summary(self) -> str:
         labels = sorted(set(self.label_counts["train"]) | set(self.label_counts["test"]))
@@ -84,6 +92,7 @@ class IngestReport:
         ]
         if self.new_labels:
             lines.append(f"  new labels: {', '.join(self.new_labels)}")
+        lines += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
 
@@ -118,14 +127,13 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
     _check_name(ws, source, name, old_keys)
     key = ws.next_key(name)
 
-    if not source.is_file():
-        raise _error(source, None, "no such file")
-    data = source.read_bytes()
-    rows = _parse(source, data, name, cfg["max_text_chars"])
+    data = _read_source(source)
+    rows = _parse(source, data, name, int(cfg["max_text_bytes"]))
     earlier_texts, earlier_labels = _earlier_arrivals(ws, old_keys)
     kept, duplicates = _dedupe(rows, earlier_texts, cfg["duplicates"])
     _check_label_counts(source, kept, cfg["min_per_label"], duplicates.dropped)
     train, test = stratified_split(kept, cfg["test_fraction"], random.Random(f"{params['seed']}:{key}"))
+    warnings = _warnings(kept, earlier_labels, int(params["model"]["max_length"]))
 
     label_counts = {
         split: dict(sorted(Counter(r.label for r in part).items())) for split, part in zip(SPLITS, (train, test))
@@ -141,11 +149,13 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
         "duplicates": dataclasses.asdict(duplicates),
         "seed": params["seed"],
         "test_fraction": cfg["test_fraction"],
+        "warnings": warnings,
     }
+    # Encoded before anything is written: an encoding failure must not leave half an arrival.
     files = {
-        ws.arrival_split_file(key, "train"): "".join(r.as_json() + "\n" for r in train),
-        ws.arrival_split_file(key, "test"): "".join(r.as_json() + "\n" for r in test),
-        ws.arrival_record_file(key): json.dumps(record, indent=2, ensure_ascii=False) + "\n",
+        ws.arrival_split_file(key, "train"): encode_jsonl(_plain(r) for r in train),
+        ws.arrival_split_file(key, "test"): encode_jsonl(_plain(r) for r in test),
+        ws.arrival_record_file(key): (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     }
     _register(ws, key, files, old_keys)
     return IngestReport(
@@ -157,6 +167,7 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
         label_counts=label_counts,
         duplicates=duplicates,
         new_labels=sorted({r.label for r in kept} - earlier_labels),
+        warnings=warnings,
     )
 
 
@@ -195,8 +206,7 @@ def read_split(ws: Workspace, key: str, split: str) -> list[dict[str, str]]:
     """The rows (id, text, label) of one split of a registered arrival."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    with ws.arrival_split_file(key, split).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(ws.arrival_split_file(key, split))
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -206,7 +216,13 @@ def _error(source: Path, line: int | None, problem: str) -> ArrivalError:
     return ArrivalError(f"{source}: line {line}: {problem}" if line else f"{source}: {problem}")
 
 
+def _quoted(text: str) -> str:
+    return repr(text if len(text) <= QUOTED_MAX else text[:QUOTED_MAX] + "...")
+
+
 def _check_params(cfg: dict[str, Any]) -> None:
+    if not isinstance(cfg.get("max_text_bytes"), int) or cfg["max_text_bytes"] < 1:
+        raise ValueError(f"params: ingest.max_text_bytes must be a positive integer, not {cfg.get('max_text_bytes')!r}")
     if cfg["duplicates"] not in ("drop", "keep"):
         raise ValueError(f"params: ingest.duplicates must be drop or keep, not {cfg['duplicates']!r}")
     if not 0 < cfg["test_fraction"] < 1:
@@ -214,10 +230,10 @@ def _check_params(cfg: dict[str, Any]) -> None:
 
 
 def _check_name(ws: Workspace, source: Path, name: str, old_keys: list[str]) -> None:
-    if not ARRIVAL_NAME.match(name):
+    if not ARRIVAL_NAME.fullmatch(name):
         raise _error(
-            source, None, f"arrival name {name!r} is not allowed: use 1-63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit"
+            source, None, f"arrival name {_quoted(name)} is not allowed: use 1-63 lowercase ASCII letters, digits, "
+            "'-' or '_', starting with a letter or digit (the name becomes a folder name)"
         )
     used = [key for key in old_keys if ws.arrival_name(key) == name]
     if used:
@@ -227,6 +243,18 @@ def _check_name(ws: Workspace, source: Path, name: str, old_keys: list[str]) -> 
         if path.exists():
             where = path.relative_to(ws.root)
             raise _error(source, None, f"{where} already exists but is not registered in stream.yaml; move it away")
+
+
+def _read_source(source: Path) -> bytes:
+    if not source.exists():
+        raise _error(source, None, "no such file")
+    if not source.is_file():  # a folder, /dev/null, a pipe: reading it would fail, block or mean nothing
+        what = "a folder" if source.is_dir() else "a device, pipe or socket"
+        raise _error(source, None, f"not a regular file ({what})")
+    try:
+        return source.read_bytes()
+    except OSError as e:
+        raise _error(source, None, f"cannot read it: {e.strerror}") from None
 
 
 def _line_at(data: bytes, offset: int) -> int:
@@ -249,6 +277,8 @@ def _decode(source: Path, data: bytes) -> str:
 
 
 def _csv_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, str]]]:
+    # No field is longer than the file: the csv module's own cap (128 KiB) must not preempt max_text_bytes.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     # strict=True: an unclosed quote is an error, not a field that silently swallows the rest of the file.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
@@ -268,7 +298,11 @@ def _csv_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, str]]
             header = [cell.strip() for cell in record]
             for column in ("text", "label"):
                 if column not in header:
-                    raise _error(source, line, f"missing `{column}` column (the header has: {', '.join(header)})")
+                    shown = _quoted(", ".join(header))
+                    raise _error(source, line, f"missing `{column}` column (the header has: {shown})")
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:  # which `text` would be the text? Refuse rather than pick one
+                raise _error(source, line, f"the header names a column twice: {', '.join(map(_quoted, repeated))}")
             continue
         if len(record) != len(header):
             raise _error(source, line, f"{len(record)} fields, but the header has {len(header)}")
@@ -276,13 +310,14 @@ def _csv_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, str]]
 
 
 def _jsonl_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    for line, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
+    records = parse_lines(text, source)
+    while True:
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise _error(source, line, f"not valid JSON: {e.msg} (column {e.colno})") from None
+            line, obj = next(records)
+        except StopIteration:
+            return
+        except JsonlError as e:
+            raise _error(source, e.line, e.problem) from None
         if not isinstance(obj, dict):
             raise _error(source, line, f"expected a JSON object with `text` and `label`, got {type(obj).__name__}")
         for column in ("text", "label"):
@@ -291,7 +326,7 @@ def _jsonl_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, Any
         yield line, obj
 
 
-def _row(source: Path, line: int, record: dict[str, Any], name: str, max_chars: int) -> Row:
+def _row(source: Path, line: int, record: dict[str, Any], name: str, max_bytes: int) -> Row:
     text, label, id_ = record["text"], record["label"], record.get("id")
     if not isinstance(text, str):
         raise _error(source, line, "`text` must be a string")
@@ -303,25 +338,30 @@ def _row(source: Path, line: int, record: dict[str, Any], name: str, max_chars: 
     text, label = text.replace("\r\n", "\n").replace("\r", "\n").strip(), str(label).strip()
     if not text:
         raise _error(source, line, "empty text")
-    if len(text) > max_chars:
-        raise _error(source, line, f"text is {len(text)} characters long; ingest.max_text_chars is {max_chars}")
-    if not label:
+    if not INVISIBLE.sub("", text).strip():
+        raise _error(source, line, "empty text (only invisible characters such as zero-width spaces)")
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:  # long texts are kept (the model reads their start); only absurd ones are refused
+        raise _error(source, line, f"text is {size} bytes long; ingest.max_text_bytes is {max_bytes}")
+    if not label or not INVISIBLE.sub("", label).strip():
         raise _error(source, line, "empty label")
     id_ = "" if id_ is None else str(id_).strip()
     return Row(id=id_ or f"{name}-{line}", text=text, label=label, line=line)
 
 
-def _parse(source: Path, data: bytes, name: str, max_chars: int) -> list[Row]:
+def _parse(source: Path, data: bytes, name: str, max_bytes: int) -> list[Row]:
     text = _decode(source, data)
     if not text.strip():
         raise _error(source, None, "the file is empty")
     suffix = source.suffix.lower()
+    if suffix not in JSONL_SUFFIXES | {".csv"} and text.lstrip().startswith("["):
+        raise _error(source, None, "a JSON array: ingest reads JSON Lines (one object a line) or CSV")
     is_jsonl = suffix in JSONL_SUFFIXES or (suffix != ".csv" and text.lstrip().startswith("{"))
     records = _jsonl_records(source, text) if is_jsonl else _csv_records(source, text)
     rows: list[Row] = []
     first_line: dict[str, int] = {}
     for line, record in records:
-        row = _row(source, line, record, name, max_chars)
+        row = _row(source, line, record, name, max_bytes)
         if row.id in first_line:
             raise _error(source, line, f"duplicate id {row.id!r} (first on line {first_line[row.id]})")
         first_line[row.id] = line
@@ -329,6 +369,27 @@ def _parse(source: Path, data: bytes, name: str, max_chars: int) -> list[Row]:
     if not rows:
         raise _error(source, None, "no rows (the file has only a header or blank lines)")
     return rows
+
+
+def _plain(row: Row) -> dict[str, str]:
+    return {"id": row.id, "text": row.text, "label": row.label}
+
+
+def _warnings(rows: list[Row], earlier_labels: set[str], max_length: int) -> list[str]:
+    """What is kept but likely not meant: near-identical labels, texts the model reads only the start of."""
+    warnings = []
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for label in {r.label for r in rows} | earlier_labels:
+        spellings[INVISIBLE.sub("", label).casefold()].add(label)
+    ours = {r.label for r in rows}
+    for group in sorted(sorted(g) for g in spellings.values() if len(g) > 1 and g & ours):
+        warnings.append(f"labels that differ only in case or invisible characters: {', '.join(map(_quoted, group))}"
+                        " (they are different classes)")
+    long = sum(len(_PIECES.findall(r.text)) + 2 > max_length for r in rows)
+    if long:
+        texts = "1 text is" if long == 1 else f"{long} texts are"
+        warnings.append(f"{texts} longer than model.max_length ({max_length} tokens): the model reads only the start")
+    return warnings
 
 
 def _normalised(text: str) -> str:
@@ -424,18 +485,6 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {done.returncode}: {output}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _tree(root: Path) -> set[Path]:
     return {root, *root.rglob("*")} if root.exists() else set()
 
@@ -464,21 +513,21 @@ class _Undo:
             if content is None:
                 path.unlink(missing_ok=True)
             elif not path.exists() or path.read_bytes() != content:
-                _write_atomic(path, content)
+                write_atomic(path, content)
         # Objects `dvc add` put in the cache; reverse order removes files before their folders.
         for path in sorted(_tree(self.cache) - self.cache_before, reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
 
 
-def _register(ws: Workspace, key: str, files: dict[Path, str], old_keys: list[str]) -> None:
+def _register(ws: Workspace, key: str, files: dict[Path, bytes], old_keys: list[str]) -> None:
     undo = _Undo(ws, key)
     try:
         ws.arrival_dir(key).mkdir(parents=True)
-        for path, text in files.items():
-            path.write_text(text, encoding="utf-8")
+        for path, data in files.items():
+            write_atomic(path, data)
         arrival = str(ws.arrival_dir(key).relative_to(ws.root))
         _run([_dvc_executable(), "add", arrival], ws.root)
-        _write_atomic(ws.stream_file, ws.stream_text(old_keys + [key]).encode())
+        write_atomic(ws.stream_file, ws.stream_text(old_keys + [key]).encode())
         tracked = [ws.arrival_dvc_file(key), ws.arrivals_dir / ".gitignore", ws.stream_file]
         _run(["git", "add", "--", *(str(p.relative_to(ws.root)) for p in tracked)], ws.root)
     except BaseException:

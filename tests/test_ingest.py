@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,7 +189,7 @@ def test_duplicates_are_reported_and_dropped_or_kept(ws, params, tmp_path, polic
 
 # -- bad files: rejected, the workspace untouched ------------------------------------------------
 
-LONG = "x" * 10_001
+LONG = "x" * 1_000_001
 BAD_FILES = {
     "not_utf8": ("a.csv", b"text,label\nfine,pos\nbad \xff byte,neg\n", ["line 3", "not UTF-8", "offset 24"]),
     "utf16": ("a.csv", "text,label\nhi,pos\n".encode("utf-16"), ["UTF-16"]),
@@ -207,7 +208,14 @@ BAD_FILES = {
     "open_quote": ("a.csv", b'text,label\na,pos\n"b,pos\nc,neg\n', ["line 3", "not valid CSV", "never closed"]),
     "bad_json": ("a.jsonl", b'{"text": "a", "label": "p"}\n{"text": "b",\n', ["line 2", "not valid JSON"]),
     "json_not_object": ("a.jsonl", b'["a", "pos"]\n', ["line 1", "expected a JSON object"]),
-    "too_long": ("a.csv", f"text,label\nok,pos\n{LONG},pos\n".encode(), ["line 3", "10001 characters"]),
+    "too_long": ("a.csv", f"text,label\nok,pos\n{LONG},pos\n".encode(), ["line 3", "1000001 bytes", "max_text_bytes"]),
+    "duplicate_column": ("a.csv", b"text,text,label\na,b,pos\n", ["line 1", "names a column twice", "'text'"]),
+    "invisible_text": ("a.csv", "text,label\nhi,pos\n\u200b\u2060 \ufeff,pos\n".encode(), ["line 3", "empty text", "invisible"]),
+    "invisible_label": ("a.csv", "text,label\nhi,pos\nho,\u200d\n".encode(), ["line 3", "empty label"]),
+    "lone_surrogate": ("a.jsonl", b'{"text": "a", "label": "p"}\n{"text": "b \\ud800", "label": "p"}\n',
+                       ["line 2", "lone surrogate"]),
+    "json_array": ("a.json", json.dumps([{"text": f"t{i} " * 40, "label": "p"} for i in range(50)]).encode(),
+                   ["a JSON array", "JSON Lines"]),
     "duplicate_id": ("a.csv", b"id,text,label\nx,a,pos\nx,b,pos\n", ["line 3", "duplicate id 'x'", "line 2"]),
 }
 
@@ -228,15 +236,62 @@ def test_bad_file_is_rejected_and_nothing_changes(ws, params, tmp_path, case):
     assert snapshot(ws.root) == before
 
 
-@pytest.mark.parametrize("name, expected", [("Bad Name", "is not allowed"), ("tweets", "already used by 0001-tweets")])
+@pytest.mark.parametrize("name, expected", [
+    ("Bad Name", "is not allowed"), ("tweets", "already used by 0001-tweets"),
+    ("../x", "is not allowed"), ("a/b", "is not allowed"), ("abc\n", "'abc\\n' is not allowed"), ("", "is not allowed"),
+    ("a" * 64, "is not allowed"), ("café", "is not allowed"), ("٣", "is not allowed"), ("-x", "is not allowed"),
+])
 def test_bad_name_is_rejected_and_nothing_changes(ws, params, tmp_path, name, expected):
     ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
     source = write_csv(tmp_path / "2.csv", labelled(5, prefix="other"))
     before = snapshot(ws.root)
-    with pytest.raises(ArrivalError, match=expected) as caught:
+    with pytest.raises(ArrivalError, match=re.escape(expected)) as caught:
         ingest_file(ws, source, name, params)
     assert str(source) in str(caught.value)
     assert snapshot(ws.root) == before
+
+
+def test_a_source_that_is_not_a_regular_file_is_named_so(ws, params, tmp_path):
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    before = snapshot(ws.root)
+    for source, expected in ((folder, "not a regular file (a folder)"), (Path("/dev/null"), "not a regular file"),
+                             (tmp_path / "missing.csv", "no such file")):
+        with pytest.raises(ArrivalError, match=f"^{re.escape(f'{source}: {expected}')}"):
+            ingest_file(ws, source, "tweets", params)
+    assert snapshot(ws.root) == before
+
+
+def test_a_long_header_is_quoted_short(ws, params, tmp_path):
+    source = tmp_path / "wide.csv"
+    source.write_text(",".join(f"column{i}" for i in range(200)) + "\n" + ",".join("x" * 200) + "\n")
+    with pytest.raises(ArrivalError, match="missing `text` column") as caught:
+        ingest_file(ws, source, "tweets", params)
+    assert len(str(caught.value)) < len(str(source)) + 160
+
+
+def test_long_texts_are_kept_and_counted(ws, params, tmp_path):
+    long = "word " * 20_000  # 100,000 characters: over the model's max_length, under ingest.max_text_bytes
+    rows = [(f"{long} {label} {i}", label) for label in ("neg", "pos") for i in range(3)] + labelled(3)
+    report = ingest_file(ws, write_csv(tmp_path / "long.csv", rows), "tweets", params)
+    assert report.rows == 12
+    warning = f"6 texts are longer than model.max_length ({params['model']['max_length']} tokens)"
+    assert any(warning in w for w in report.warnings)
+    assert warning in report.summary()
+    assert any(warning in w for w in json.loads(ws.arrival_record_file(report.key).read_text())["warnings"])
+    assert max(len(r["text"]) for r in read_split(ws, report.key, "train")) > 100_000
+
+
+def test_labels_that_differ_only_in_case_are_a_warning(ws, params, tmp_path):
+    first = ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(3, ("neg", "pos"))), "tweets", params)
+    assert first.warnings == []
+    rows = labelled(3, ("Pos", "neg\u200b", "fresh"), prefix="other")
+    report = ingest_file(ws, write_csv(tmp_path / "2.csv", rows), "movies", params)
+    assert "labels that differ only in case or invisible characters: 'Pos', 'pos'" in report.summary()
+    assert any("'neg', 'neg\\u200b'" in w for w in report.warnings), report.warnings
+    assert len(report.warnings) == 2
+    record = json.loads(ws.arrival_record_file(report.key).read_text())
+    assert record["warnings"] == report.warnings
 
 
 # -- a failure after writing started is rolled back ----------------------------------------------
