@@ -104,6 +104,7 @@ def cmd_promote(args) -> int:
     from continual.promotion import promote
 
     ws, _ = _workspace(args)
+    ws.registered(args.round)  # a key of stream.yaml, never a path such as ../x
     promote(ws, args.round)
     return 0
 
@@ -197,6 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe the input or the environment, not a bug: one line each, no traceback."""
+    import subprocess
+
+    import yaml
+
+    # Not RuntimeError: torch raises it for bugs; commands turn their own runtime failures into ValueError.
+    errors: tuple[type[BaseException], ...] = (LookupError, ValueError, OSError, yaml.YAMLError,
+                                               subprocess.CalledProcessError)
+    exceptions = sys.modules.get("mlflow.exceptions")  # only if a command imported mlflow: keep --help fast
+    if exceptions is not None:
+        errors += (exceptions.MlflowException,)
+    return errors
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, KeyError):  # str(KeyError("x")) is just "'x'"
+        return f"missing key {error}"
+    text = str(error).strip() or type(error).__name__
+    return text.replace("\n", "\n  ")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -205,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     args.rest = rest
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"continual {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if os.environ.get("CONTINUAL_TRACEBACK") or not isinstance(error, _user_errors()):
+            raise
+        print(f"continual {args.command}: error: {_message(error)}", file=sys.stderr)
         return 2
 
 

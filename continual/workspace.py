@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-ARRIVAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# \A...\Z, not ^...$: "$" also matches before a final "\n", and a name becomes a folder name.
+ARRIVAL_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 VERIFIED_MARKER = ".continual/verified"
 ID_FILE = ".continual/workspace_id"  # a uuid: MLflow lineages survive moving the workspace
 
@@ -109,13 +110,21 @@ class Workspace:
     def next_key(self, name: str) -> str:
         return f"{len(self.stream()) + 1:04d}-{name}"
 
-    def previous_key(self, key: str) -> str | None:
+    def registered(self, key: str) -> list[str]:
+        """The stream's keys, once ``key`` is known to be one of them (a key names a folder: never a path)."""
         keys = self.stream()
+        if key not in keys:
+            listed = ", ".join(keys) if keys else "none yet; add one with `continual ingest FILE --name NAME`"
+            raise LookupError(f"{key!r} is not a round key registered in stream.yaml (registered: {listed})")
+        return keys
+
+    def previous_key(self, key: str) -> str | None:
+        keys = self.registered(key)
         i = keys.index(key)
         return keys[i - 1] if i else None
 
     def keys_up_to(self, key: str) -> list[str]:
-        keys = self.stream()
+        keys = self.registered(key)
         return keys[: keys.index(key) + 1]
 
     def arrival_hash(self, key: str) -> str:

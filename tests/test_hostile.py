@@ -1,0 +1,128 @@
+"""Hostile or careless input to the CLI, the server's launcher and the packaging: refused with one clear
+line, nothing changed, nothing deleted that is not ours."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_ingest import labelled, make_workspace, snapshot, write_csv
+
+from continual import cli
+from continual.workspace import ARRIVAL_NAME, Workspace
+
+KEYS = ["0001-tweets", "0002-movies"]
+
+
+def registered_workspace(root: Path) -> Workspace:
+    """Only stream.yaml: enough for every check that a key is registered."""
+    root.mkdir()
+    ws = Workspace.at(root)
+    ws.stream_file.write_text(ws.stream_text(KEYS))
+    return ws
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(err: str, command: str) -> None:
+    assert err.startswith(f"continual {command}: error: "), err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+
+
+# -- names and keys ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "abc\n", "", "a" * 64, "café", "x\u2028", "Tweets", "a b", ".x"])
+def test_arrival_name_pattern_refuses(name):
+    assert not ARRIVAL_NAME.match(name)  # \Z, not $: also safe for callers that use match()
+    assert not ARRIVAL_NAME.fullmatch(name)
+
+
+def test_arrival_name_pattern_accepts():
+    for name in ("tweets", "0", "a-b_c", "a" * 63):
+        assert ARRIVAL_NAME.fullmatch(name)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "abc\n", "", "a" * 64, "ünïcode"])
+def test_cli_ingest_refuses_a_bad_name_and_changes_nothing(capsys, tmp_path, name):
+    ws = make_workspace(tmp_path / "ws")
+    source = write_csv(tmp_path / "in.csv", labelled(5))
+    before = snapshot(ws.root)
+    code, err = run_cli(capsys, "-C", str(ws.root), "ingest", str(source), "--name", name)
+    assert code == 2
+    assert_one_line(err, "ingest")
+    assert "is not allowed: use 1-63 lowercase ASCII letters" in err
+    assert snapshot(ws.root) == before
+    assert not (tmp_path / "x").exists()
+
+
+def test_round_refuses_an_unregistered_key_and_lists_the_keys(capsys, tmp_path):
+    ws = registered_workspace(tmp_path / "ws")
+    code, err = run_cli(capsys, "-C", str(ws.root), "round", "BAD")
+    assert code == 2
+    assert_one_line(err, "round")
+    assert "'BAD' is not a round key registered in stream.yaml" in err
+    assert "0001-tweets, 0002-movies" in err and "is not in list" not in err
+
+
+@pytest.mark.parametrize("key", ["../x", "../../etc", "0001-tweets/../../x", "/tmp", "0003-news"])
+def test_promote_takes_only_a_registered_key(capsys, tmp_path, key):
+    ws = registered_workspace(tmp_path / "ws")
+    before = snapshot(tmp_path)
+    code, err = run_cli(capsys, "-C", str(ws.root), "promote", key)
+    assert code == 2
+    assert_one_line(err, "promote")
+    assert "not a round key registered in stream.yaml" in err
+    assert snapshot(tmp_path) == before  # not even an MLflow store was created
+
+
+def test_workspace_key_checks_raise_lookup_error(tmp_path):
+    ws = registered_workspace(tmp_path / "ws")
+    assert ws.keys_up_to("0002-movies") == KEYS
+    assert ws.previous_key("0002-movies") == "0001-tweets"
+    for call in (ws.keys_up_to, ws.previous_key, ws.registered):
+        with pytest.raises(LookupError, match="registered: 0001-tweets, 0002-movies"):
+            call("../x")
+
+
+# -- how the CLI reports errors ------------------------------------------------------------------
+
+
+def _mlflow_error() -> Exception:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException("RESOURCE_DOES_NOT_EXIST: registered model 'x' not found")
+
+
+@pytest.mark.parametrize("error, shown", [
+    (LookupError("no such round"), "no such round"),
+    (KeyError("strategy"), "missing key 'strategy'"),
+    (ValueError("bad value"), "bad value"),
+    (FileNotFoundError(2, "No such file or directory", "x.yaml"), "No such file or directory: 'x.yaml'"),
+    (PermissionError(13, "Permission denied", "mlflow.db"), "Permission denied"),
+    (subprocess.CalledProcessError(1, ["dvc", "init"]), "returned non-zero exit status 1"),
+    (_mlflow_error, "registered model 'x' not found"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path, error, shown):
+    error = error() if callable(error) and not isinstance(error, BaseException) else error
+
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_verify", fails)
+    code, err = run_cli(capsys, "-C", str(tmp_path), "verify")
+    assert code == 2
+    assert_one_line(err, "verify")
+    assert shown in err
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
+    def fails(args):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_verify", fails)
+    with pytest.raises(TypeError):
+        cli.main(["-C", str(tmp_path), "verify"])
