@@ -8,6 +8,7 @@ app is not preloaded): torch is never imported in the master, so forking stays s
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 bind = os.environ.get("CONTINUAL_SERVE_BIND", "127.0.0.1:8000")
@@ -24,13 +25,36 @@ control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # heartbeats off a slow disk
 
 
+# What prometheus_client's multiprocess mode names its files: {type}[_{gauge mode}]_{pid}.db
+PROMETHEUS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
+def check_multiproc_dir() -> list[Path]:
+    """prometheus_client's files of an earlier run in $PROMETHEUS_MULTIPROC_DIR (created if missing).
+
+    Raises ValueError if the folder holds any other ``*.db``: the collector would read it as metrics, and
+    the folder is not ours to clean (pointed at a workspace, it holds mlflow.db)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return []
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    dbs = sorted(path.glob("*.db"))
+    foreign = [p.name for p in dbs if not PROMETHEUS_FILE.fullmatch(p.name)]
+    if foreign:
+        raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={folder} holds files prometheus_client did not write "
+                         f"({', '.join(foreign[:5])}): point it at a folder of its own")
+    return dbs
+
+
 def on_starting(server) -> None:
     """Prometheus multiprocess files of an earlier run would be summed into this one's: remove them."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        for stale in Path(folder).glob("*.db"):
-            stale.unlink()
+    try:
+        stale = check_multiproc_dir()
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None  # gunicorn prints a RuntimeError and exits, no traceback
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def child_exit(server, worker) -> None:

@@ -1,4 +1,4 @@
-"""Run the model server: gunicorn (workers x threads) in production, Flask's dev server for --debug.
+"""Run the model server under gunicorn (workers x threads); --debug only turns on debug logging.
 
     python -m service.serve --registered-model NAME --port 8000 --workers 2 --threads 4
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -31,9 +32,10 @@ class GunicornServer(BaseApplication):
         return create_app(self.service_config)
 
 
-def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+def gunicorn_options(host: str, port: int, workers: int, threads: int, debug: bool = False) -> dict[str, Any]:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return {
+        "loglevel": "debug" if debug else "info",
         "bind": address,
         "workers": workers,
         "threads": threads,
@@ -50,15 +52,13 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
 
 def run_server(config: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                threads: int = 4, debug: bool = False) -> None:
-    """Serve until stopped. ``config``: the keys of service.config.ServiceConfig."""
+    """Serve until stopped. ``config``: the keys of service.config.ServiceConfig.
+
+    ``debug`` means debug logging and nothing else: Werkzeug's interactive debugger runs any Python a
+    client sends it, so no flag of this server turns it on."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
-    if debug:
-        from service import create_app
-
-        create_app(config).run(host=host, port=port, debug=True, use_reloader=False, threaded=True)
-        return
-    GunicornServer(config, gunicorn_options(host, port, workers, threads)).run()
+    GunicornServer(config, gunicorn_options(host, port, workers, threads, debug)).run()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=gunicorn_conf.workers)
     parser.add_argument("--threads", type=int, default=gunicorn_conf.threads)
-    parser.add_argument("--debug", action="store_true", help="Flask's dev server, one process")
+    parser.add_argument("--debug", action="store_true", help="debug logging (never an interactive debugger)")
     return parser.parse_args(argv)
 
 
@@ -98,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     from service.config import load_config
 
     load_config(config)  # a typo in a key or value fails here, before any worker starts
+    gunicorn_conf.check_multiproc_dir()  # before gunicorn, whose on_starting would only say "Error: ..."
     run_server(config, args.host, args.port, args.workers, args.threads, args.debug)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except ValueError as error:
+        print(f"service.serve: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -126,3 +126,66 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_verify", fails)
     with pytest.raises(TypeError):
         cli.main(["-C", str(tmp_path), "verify"])
+
+
+# -- serving -------------------------------------------------------------------------------------
+
+
+class FakeGunicorn:
+    started: list[dict] = []
+
+    def __init__(self, config, options):
+        self.options = options
+
+    def run(self):
+        FakeGunicorn.started.append(self.options)
+
+
+def test_serve_debug_never_starts_the_werkzeug_debugger(monkeypatch):
+    import flask
+
+    from service import serve
+
+    def no_dev_server(*args, **kwargs):
+        raise AssertionError("Flask's dev server (and its interactive debugger) must not start")
+
+    monkeypatch.setattr(flask.Flask, "run", no_dev_server)
+    monkeypatch.setattr(serve, "GunicornServer", FakeGunicorn)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    FakeGunicorn.started.clear()
+    assert serve.main(["--model-uri", "some/folder", "--debug"]) == 0
+    assert FakeGunicorn.started[-1]["loglevel"] == "debug"
+    assert serve.main(["--model-uri", "some/folder"]) == 0
+    assert FakeGunicorn.started[-1]["loglevel"] == "info"
+
+
+def test_multiproc_cleanup_deletes_only_prometheus_files(monkeypatch, tmp_path):
+    from service import gunicorn_conf
+
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    ours = ["counter_12.db", "gauge_livesum_12.db", "gauge_all_7.db", "histogram_12.db", "summary_3.db"]
+    for name in ours + ["notes.txt"]:
+        (folder / name).write_bytes(b"x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    gunicorn_conf.on_starting(None)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "new" / "prom"))
+    gunicorn_conf.on_starting(None)
+    assert (tmp_path / "new" / "prom").is_dir()
+
+
+def test_multiproc_dir_pointed_at_a_workspace_deletes_nothing(monkeypatch, tmp_path, capsys):
+    from service import gunicorn_conf, serve
+
+    (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\0 precious")
+    (tmp_path / "counter_1.db").write_bytes(b"x")
+    before = snapshot(tmp_path)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match="mlflow.db"):  # gunicorn prints it and exits
+        gunicorn_conf.on_starting(None)
+    monkeypatch.setattr(serve, "GunicornServer", FakeGunicorn)
+    with pytest.raises(ValueError, match="point it at a folder of its own"):
+        serve.main(["--model-uri", "some/folder"])
+    assert snapshot(tmp_path) == before
