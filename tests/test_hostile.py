@@ -2,7 +2,11 @@
 line, nothing changed, nothing deleted that is not ours."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from test_ingest import labelled, make_workspace, snapshot, write_csv
 from continual import cli
 from continual.workspace import ARRIVAL_NAME, Workspace
 
+REPO = Path(__file__).resolve().parents[1]
 KEYS = ["0001-tweets", "0002-movies"]
 
 
@@ -189,3 +194,41 @@ def test_multiproc_dir_pointed_at_a_workspace_deletes_nothing(monkeypatch, tmp_p
     with pytest.raises(ValueError, match="point it at a folder of its own"):
         serve.main(["--model-uri", "some/folder"])
     assert snapshot(tmp_path) == before
+
+
+# -- packaging -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_wheel_install_can_init_a_workspace(tmp_path):
+    # Build from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("continual", "service"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("continual-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"continual/template/params.yaml", "continual/template/dvc.yaml", "service/openapi.yaml"} <= set(names)
+
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True)
+    code = (
+        "import sys, continual, continual.cli\n"
+        f"assert continual.__file__.startswith({str(target)!r}), continual.__file__\n"
+        "sys.exit(continual.cli.main(['init', sys.argv[1]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    run = tmp_path / "elsewhere"  # not the repository: its continual/ must not be found first
+    run.mkdir()
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], cwd=run, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("dvc.yaml", "params.yaml", "stream.yaml"):
+        assert (tmp_path / "ws" / name).is_file()
+    assert (tmp_path / "ws" / "params.yaml").read_bytes() == (target / "continual/template/params.yaml").read_bytes()
