@@ -32,19 +32,20 @@ PROMETHEUS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db"
 def check_multiproc_dir() -> list[Path]:
     """prometheus_client's files of an earlier run in $PROMETHEUS_MULTIPROC_DIR (created if missing).
 
-    Raises ValueError if the folder holds any other ``*.db``: the collector would read it as metrics, and
-    the folder is not ours to clean (pointed at a workspace, it holds mlflow.db)."""
+    Raises ValueError if the folder holds anything else: it is not ours to clean or to fill (pointed at a
+    workspace, it holds mlflow.db, which the old cleanup deleted), and the collector reads every ``*.db``."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         return []
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    dbs = sorted(path.glob("*.db"))
-    foreign = [p.name for p in dbs if not PROMETHEUS_FILE.fullmatch(p.name)]
+    entries = sorted(path.iterdir())
+    foreign = [p.name for p in entries if not (PROMETHEUS_FILE.fullmatch(p.name) and p.is_file())]
     if foreign:
         raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={folder} holds files prometheus_client did not write "
-                         f"({', '.join(foreign[:5])}): point it at a folder of its own")
-    return dbs
+                         f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): "
+                         "point it at an empty folder of its own")
+    return entries
 
 
 def on_starting(server) -> None:

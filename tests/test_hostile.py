@@ -3,6 +3,7 @@ line, nothing changed, nothing deleted that is not ours."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -170,30 +171,37 @@ def test_multiproc_cleanup_deletes_only_prometheus_files(monkeypatch, tmp_path):
     folder = tmp_path / "prom"
     folder.mkdir()
     ours = ["counter_12.db", "gauge_livesum_12.db", "gauge_all_7.db", "histogram_12.db", "summary_3.db"]
-    for name in ours + ["notes.txt"]:
+    for name in ours:
         (folder / name).write_bytes(b"x")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
     gunicorn_conf.on_starting(None)
-    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert list(folder.iterdir()) == []
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "new" / "prom"))
     gunicorn_conf.on_starting(None)
     assert (tmp_path / "new" / "prom").is_dir()
 
 
-def test_multiproc_dir_pointed_at_a_workspace_deletes_nothing(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("other", ["mlflow.db", "params.yaml", "counter_1.db.bak", "gauge_all_1.db/"])
+def test_multiproc_dir_pointed_at_a_workspace_is_refused_and_untouched(monkeypatch, capsys, tmp_path, other):
     from service import gunicorn_conf, serve
 
-    (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\0 precious")
-    (tmp_path / "counter_1.db").write_bytes(b"x")
-    before = snapshot(tmp_path)
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    with pytest.raises(RuntimeError, match="mlflow.db"):  # gunicorn prints it and exits
+    folder = tmp_path / "ws"
+    (folder / other).parent.mkdir(parents=True, exist_ok=True)
+    (folder / other).mkdir() if other.endswith("/") else (folder / other).write_bytes(b"SQLite format 3\0 precious")
+    (folder / "counter_1.db").write_bytes(b"x")
+    before = snapshot(folder)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    with pytest.raises(RuntimeError, match=re.escape(other.rstrip("/"))):  # gunicorn prints it and exits
         gunicorn_conf.on_starting(None)
     monkeypatch.setattr(serve, "GunicornServer", FakeGunicorn)
-    with pytest.raises(ValueError, match="point it at a folder of its own"):
+    FakeGunicorn.started.clear()
+    with pytest.raises(ValueError, match="point it at an empty folder of its own"):
         serve.main(["--model-uri", "some/folder"])
-    assert snapshot(tmp_path) == before
+    code, err = run_cli(capsys, "-C", str(tmp_path), "serve", "--model-uri", "some/folder")
+    assert code == 2 and "continual serve: error: PROMETHEUS_MULTIPROC_DIR=" in err
+    assert FakeGunicorn.started == []
+    assert snapshot(folder) == before
 
 
 # -- packaging -----------------------------------------------------------------------------------
