@@ -152,15 +152,15 @@ def free_port() -> int:
 def cold_start(work: Path, model_name: str, params: dict, repeats: int, timeout: float, env: dict) -> dict:
     import requests
 
-    from continual.model import base_model_path, load_classifier
+    from continual.model import base_model_path, new_classifier
 
     folder = work / "served-model"
     base = params["model"]["base"] if model_name == "tiny" else str(base_model_path(model_name))
-    model, tokenizer = load_classifier(base, ["neg", "neu", "pos"])
-    model.save_pretrained(folder, safe_serialization=True)
+    model, tokenizer = new_classifier(base, ["neg", "neu", "pos"], int(params["model"]["max_length"]))
+    model.save(folder)
     tokenizer.save_pretrained(folder)
-    bare = ("import sys; from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T; "
-            "M.from_pretrained(sys.argv[1]); T.from_pretrained(sys.argv[1])")
+    bare = ("import sys; from service.pooled import PooledClassifier as M; from transformers import AutoTokenizer as T; "
+            "M.load(sys.argv[1]); T.from_pretrained(sys.argv[1])")
     ours, theirs, errors = [], [], []
     for _ in range(repeats):
         theirs.append(timed([sys.executable, "-c", bare, str(folder)], work, env))

@@ -37,17 +37,18 @@ def register_minilm(tmp: Path) -> str:
     import mlflow
     from mlflow import MlflowClient
 
-    from continual.model import base_model_path, load_classifier
+    from continual.model import base_model_path, new_classifier
+    from continual.tracking import log_pooled_model
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
-    model, tokenizer = load_classifier(base_model_path("minilm"), ["neg", "neu", "pos"])
+    model, tokenizer = new_classifier(base_model_path("minilm"), ["neg", "neu", "pos"], 128)
+    model.save(tmp / "minilm")  # a round's model folder, logged as a round logs it (pyfunc)
+    tokenizer.save_pretrained(tmp / "minilm")
     with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, task="text-classification",
-                                             name="model", registered_model_name="bench-minilm",
-                                             pip_requirements=["transformers", "torch"])
+        info = log_pooled_model(tmp / "minilm", registered_model_name="bench-minilm")
     client.set_registered_model_alias("bench-minilm", "champion", info.registered_model_version)
     return uri
 
@@ -55,15 +56,16 @@ def register_minilm(tmp: Path) -> str:
 def bare_forward_ms(texts: list[str], n: int = 200) -> float:
     import torch
 
-    from continual.model import base_model_path, load_classifier
+    from continual.model import base_model_path, new_classifier
 
-    model, tokenizer = load_classifier(base_model_path("minilm"), ["neg", "neu", "pos"])
+    model, tokenizer = new_classifier(base_model_path("minilm"), ["neg", "neu", "pos"], 128)
     model.eval()
     times = []
     with torch.inference_mode():
         for i in range(n):
             start = time.perf_counter()
-            model(**tokenizer([texts[i % len(texts)]], return_tensors="pt", truncation=True, max_length=128))
+            batch = tokenizer([texts[i % len(texts)]], return_tensors="pt", truncation=True, max_length=128)
+            model(batch["input_ids"], batch["attention_mask"])
             times.append(time.perf_counter() - start)
     return statistics.median(times[20:]) * 1000
 

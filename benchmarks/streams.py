@@ -19,6 +19,7 @@ from pathlib import Path
 from continual.compare import scratch_workspace
 from continual.demo import sample_domain
 from continual.ingest import Row, stratified_split  # the split ingest makes, seeded by arrival key
+from continual.jsonl import write_atomic
 from continual.params import load_params
 from continual.workspace import Workspace
 
@@ -57,8 +58,12 @@ def wordnet_arrivals(per_class: int) -> list[tuple[str, list[dict]]]:
     return arrivals
 
 
-def write_stream(folder: Path, arrivals: list[tuple[str, list[dict]]], test_fraction: float) -> Workspace:
-    """Arrival folders in the ingested layout; texts already seen earlier in the stream are dropped."""
+def write_stream(folder: Path, arrivals: list[tuple[str, list[dict]]], test_fraction: float,
+                 validation: bool = False) -> Workspace:
+    """Arrival folders in the ingested layout; texts already seen earlier in the stream are dropped.
+
+    With ``validation`` the test split is left out altogether, and a validation split carved from each
+    arrival's train split takes its place: what tuning measures, so that no setting is chosen on test."""
     shutil.rmtree(folder, ignore_errors=True)
     ws = Workspace.at(folder)
     seen: set[str] = set()
@@ -71,18 +76,20 @@ def write_stream(folder: Path, arrivals: list[tuple[str, list[dict]]], test_frac
                 seen.add(r["text"])
                 fresh.append(Row(id=r["id"], text=r["text"], label=r["label"], line=n))
         train, test = stratified_split(fresh, test_fraction, random.Random(f"{SPLIT_SEED}:{key}"))
+        if validation:
+            train, test = stratified_split(train, test_fraction, random.Random(f"{SPLIT_SEED}:validation:{key}"))
         ws.arrival_dir(key).mkdir(parents=True)
         for split, part in (("train", train), ("test", test)):
-            ws.arrival_split_file(key, split).write_text("".join(r.as_json() + "\n" for r in part), encoding="utf-8")
+            write_atomic(ws.arrival_split_file(key, split), "".join(r.as_json() + "\n" for r in part).encode())
         keys.append(key)
     ws.stream_file.write_text(ws.stream_text(keys))
     return ws
 
 
-def build_stream(name: str, folder: Path, size: int, halves: bool = False) -> Workspace:
+def build_stream(name: str, folder: Path, size: int, halves: bool = False, validation: bool = False) -> Workspace:
     """``vader`` (size = examples per domain) or ``wordnet`` (size = glosses per class)."""
     arrivals = vader_arrivals(size, halves) if name == "vader" else wordnet_arrivals(size)
-    return write_stream(folder, arrivals, float(load_params()["ingest"]["test_fraction"]))
+    return write_stream(folder, arrivals, float(load_params()["ingest"]["test_fraction"]), validation)
 
 
 def train_rows(ws: Workspace) -> int:

@@ -43,13 +43,14 @@ def main() -> None:
     print(f"machine: {harness.describe(harness.machine())}\ncommand: {harness.command_line()}\n", flush=True)
 
     from continual.demo import sample_domain
-    from continual.model import base_model_path, load_classifier
+    from continual.model import base_model_path, new_classifier
 
     pool = [r for d in ("tweets", "amazon") for r in sample_domain(d, n, 7)]
     rows, buffer_rows = pool[::2][:n], pool[1::2][: args.mem_size or n // 2]
     init = work / "init"
-    model, tokenizer = load_classifier(base_model_path(params["model"]["base"]), LABELS)
-    model.save_pretrained(init)
+    model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), LABELS,
+                                      int(params["model"]["max_length"]))
+    model.save(init)
     tokenizer.save_pretrained(init)
     runner = Runner(init, rows, buffer_rows, train, int(params["model"]["max_length"]), work, params)
 
@@ -81,7 +82,7 @@ class Runner:
         from continual.strategies import RoundContext
 
         model, tokenizer = load_classifier(self.init)
-        context = RoundContext(tokenizer, dict(model.config.label2id), self.max_length)
+        context = RoundContext(tokenizer, model.label2id, self.max_length)
         return LogitsOnly(model, tokenizer.pad_token_id), context
 
     def _ours(self, plugins: list, context, wrapped, dataset) -> dict:
@@ -150,7 +151,7 @@ class Runner:
         for input_ids, labels in loader:
             input_ids, labels = input_ids.to(device), labels.to(device)
             optimizer.zero_grad()
-            logits = model(input_ids=input_ids, attention_mask=(input_ids != pad).long()).logits
+            logits = model(input_ids, (input_ids != pad).long())
             loss = loss_fn(logits, labels)
             loss.backward()
             optimizer.step()

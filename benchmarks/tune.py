@@ -6,7 +6,8 @@
         --grid train.lr=5e-5,1e-4,2e-4 --grid train.epochs=2,3
 
 Every combination of the --grid values (on top of any --set) runs the given strategies over the same fixed
-stream and seeds, with forgetting.py's harness. Prints one row per combination and strategy, and writes
+stream and seeds, with forgetting.py's harness. Scores are on a validation split carved from each arrival's
+train split (the test splits are not even written), so a default chosen here was never chosen on test. Prints one row per combination and strategy, and writes
 tune_<stream>.json under --out, rewritten after every run.
 """
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main() -> None:
                                                             "overrides": harness.overrides(args)})
 
         forgetting.run_benchmark(args.stream, size, args.strategies.split(","),
-                                 [int(s) for s in args.seeds.split(",")], mem_fraction, params, work, checkpoint)
+                                 [int(s) for s in args.seeds.split(",")], mem_fraction, params, work, checkpoint,
+                                 validation=True)
     print(report(points), flush=True)
 
 

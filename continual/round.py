@@ -88,9 +88,8 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         steps = -(-len(rows) // int(train["batch_size"]))
         progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
                                         desc=f"round {index} {key} [{strategy.name}]")
-        if refit_now(train["head_refit"], bool(new_labels) and prev is not None):
-            refit_head(model, tokenizer, rows + strategy.memory_rows(context), eval_batch,
-                       float(train["prototype_scale"]))
+        if not strategy.from_base and refit_now(train["head_refit"], bool(new_labels) and prev is not None):
+            refit_head(model, tokenizer, rows + strategy.memory_rows(context), eval_batch, train, params["strategy"])
 
     row, predictions = [], {}
     for k in keys:
@@ -134,13 +133,36 @@ def refit_now(when: str, grew: bool) -> bool:
     return when == "always" or (when == "on_growth" and grew)
 
 
-def refit_head(model, tokenizer, rows: list[dict], batch_size: int, scale: float) -> None:
-    """Every class's head row from its prototype over the new arrival and the replay buffer, under the updated
-    encoder: a class-balanced closed form, which removes the trained head's bias toward the newest classes.
+def refit_head(model, tokenizer, rows: list[dict], batch_size: int, train: dict, strategy: dict) -> None:
+    """Every class's head row refit in closed form over the new arrival and the replay buffer, under the
+    updated encoder, each class weighing the same: this removes the trained head's bias toward the newest
+    classes (which have many more rows at hand than the buffered ones). ``train.head_refit_with``:
+
+    - ``prototypes``: the row is the class prototype (a nearest-class-mean head, as new rows start);
+    - ``ridge``: a class-balanced ridge solution, λ = ``strategy.ridge.lambda``.
+
     A class with no row at hand keeps its trained row."""
+    from continual.strategies.ridge import solve_head, with_bias
+
     features = embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size)
-    targets = [model.label2id[r["label"]] for r in rows]
-    set_prototype_rows(model, features, targets, sorted(set(targets)), scale)
+    targets = torch.tensor([model.label2id[r["label"]] for r in rows])
+    present = sorted(set(targets.tolist()))
+    how = train["head_refit_with"]
+    if how == "prototypes":
+        set_prototype_rows(model, features, targets.tolist(), present, float(train["prototype_scale"]))
+        return
+    if how != "ridge":
+        raise ValueError(f"train.head_refit_with must be prototypes or ridge, not {how!r}")
+    counts = torch.bincount(targets, minlength=len(model.labels)).double()
+    # Weighted least squares, each class's rows summing to n / classes: XᵀDX and XᵀDY with D = diag(w).
+    w = (len(rows) / (len(present) * counts[targets])).unsqueeze(1)
+    x, y = with_bias(features), torch.nn.functional.one_hot(targets, len(model.labels)).double()
+    weight, bias = solve_head(x.T @ (w * x), x.T @ (w * y), float(strategy["ridge"]["lambda"]))
+    scale = float(strategy["ridge"]["logit_scale"])
+    with torch.no_grad():
+        for c in present:
+            model.head.weight[c] = (scale * weight[c]).to(model.head.weight)
+            model.head.bias[c] = float(scale * bias[c])
 
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,

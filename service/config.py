@@ -26,7 +26,7 @@ class ServiceConfig:
     max_batch_size: int = 32              # texts in one forward pass
     max_wait_ms: float = 5.0              # how long the first request of a batch waits for company
     max_texts: int = 64                   # texts in one request; more -> 422 (the schema's maxItems)
-    max_text_chars: int = 10_000          # one text longer than this -> 422 (same bound as ingest)
+    max_text_chars: int = 10_000          # one text longer than this -> 422 (the model reads 128 tokens)
     # Request body larger than this -> 413. 4 MiB admits every schema-valid request even with each
     # character \u-escaped (64 texts x 10,000 chars x 6 bytes): only the byte limit answers 413.
     max_body_bytes: int = 4 * 1024 * 1024

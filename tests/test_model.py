@@ -98,3 +98,24 @@ def test_a_folder_written_before_pooled_classifiers_is_refused(tmp_path):
     BertForSequenceClassification(config).save_pretrained(tmp_path / "model")
     with pytest.raises(LegacyModelFolder, match="round 1"):
         load_classifier(tmp_path / "model")
+
+
+def test_a_round_continuing_from_a_pre_pooling_round_folder_says_rerun_from_round_1(tmp_path, tiny_model_dir):
+    import shutil
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from continual.round import run_round
+    from test_strategies import build_stream, tiny_params
+
+    ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=6, n_test=2)
+    first, second = ws.stream()
+    run_round(ws, first, tiny_params(tiny_model_dir, "naive", epochs=1))
+    legacy = ws.round_dir(first) / "model"
+    shutil.rmtree(legacy)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2, id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
+    BertForSequenceClassification(config).save_pretrained(legacy)
+    with pytest.raises(LegacyModelFolder, match="from round 1"):
+        run_round(ws, second, tiny_params(tiny_model_dir, "naive", epochs=1))
+    assert not ws.round_dir(second).exists()

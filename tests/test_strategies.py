@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from continual.jsonl import read_jsonl
 from continual.params import load_params
 from continual.round import run_round
 from continual.strategies import RoundContext, make_strategy
@@ -59,7 +60,7 @@ def test_class_incremental_head_keeps_old_class_ids(class_incremental):
     ws, _ = class_incremental["replay"]
     card = json.loads((ws.round_dir("0002-part2") / "model" / "classifier.json").read_text())
     assert card["labels"] == ["a", "b", "c", "d"]
-    buffer = [json.loads(line) for line in (ws.round_dir("0002-part2") / "buffer.jsonl").read_text().splitlines()]
+    buffer = read_jsonl(ws.round_dir("0002-part2") / "buffer.jsonl")
     # old-class rows still carry their own labels after the head grew (not re-indexed to the new classes)
     assert {r["label"] for r in buffer if r["arrival"] == "0001-part1"} == {"a", "b"}
     assert all(WORDS[r["label"]] in r["text"] for r in buffer)
@@ -67,7 +68,7 @@ def test_class_incremental_head_keeps_old_class_ids(class_incremental):
 
 def test_class_balanced_buffer_is_bounded_and_balanced(class_incremental):
     ws, metrics = class_incremental["replay"]
-    buffer = [json.loads(line) for line in (ws.round_dir("0002-part2") / "buffer.jsonl").read_text().splitlines()]
+    buffer = read_jsonl(ws.round_dir("0002-part2") / "buffer.jsonl")
     assert len(buffer) == metrics[-1]["buffer_size"] == 20
     counts = {label: sum(r["label"] == label for r in buffer) for label in "abcd"}
     assert counts == {"a": 5, "b": 5, "c": 5, "d": 5}
@@ -85,8 +86,8 @@ def test_buffer_round_trips_through_its_file(class_incremental, tiny_model_dir, 
     assert len(strategy.policy.buffer) == 20
     tmp_path.mkdir(exist_ok=True)
     assert strategy.save(tmp_path, context) == {"buffer_size": 20}
-    before = sorted((ws.round_dir("0002-part2") / "buffer.jsonl").read_text().splitlines())
-    assert sorted((tmp_path / "buffer.jsonl").read_text().splitlines()) == before
+    before = sorted(map(json.dumps, read_jsonl(ws.round_dir("0002-part2") / "buffer.jsonl")))
+    assert sorted(map(json.dumps, read_jsonl(tmp_path / "buffer.jsonl"))) == before
 
 
 def test_ewc_state_restores_the_penalty_it_saved(class_incremental, tiny_model_dir):

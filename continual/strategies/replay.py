@@ -61,13 +61,17 @@ class Replay(Strategy):
         buffer._buffer_weights = torch.tensor([r["weight"] for r in rows], dtype=torch.float)
         return buffer
 
-    def save(self, folder: Path, context: RoundContext) -> dict:
+    def _groups(self) -> list:
         if isinstance(self.policy, ClassBalancedBuffer):
-            groups = list(self.policy.buffer_groups.values())
-        else:
-            groups = [self.policy]
+            return list(self.policy.buffer_groups.values())
+        return [self.policy]
+
+    def memory_rows(self, context: RoundContext) -> list[dict]:
+        return [row for group in self._groups() for row in context.rows_of(group.buffer)]
+
+    def save(self, folder: Path, context: RoundContext) -> dict:
         lines = []
-        for group in groups:
+        for group in self._groups():
             for row, weight in zip(context.rows_of(group.buffer), group._buffer_weights.tolist()):
                 lines.append({**row, "weight": weight})
         write_jsonl(folder / BUFFER_FILE, lines)

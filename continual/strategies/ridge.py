@@ -38,12 +38,23 @@ class Ridge(ClosedForm):
 
     def fit(self, model, features: torch.Tensor, targets: torch.Tensor) -> None:
         classes = len(model.labels)
-        x = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+        x = with_bias(features)
         y = torch.nn.functional.one_hot(targets, classes).double()
         gram = self._grown("gram", x.shape[1], x.shape[1]) + x.T @ x
         xty = self._grown("xty", x.shape[1], classes) + x.T @ y
         self.sums = {"gram": gram, "xty": xty}
         if model.projection is not None:
             self.sums["projection"] = model.projection.detach().cpu().float()
-        solved = torch.linalg.solve(gram + self.lam * torch.eye(len(gram), dtype=torch.float64), xty)
-        self.set_head(model, self.scale * solved[:-1].T, self.scale * solved[-1])
+        weight, bias = solve_head(gram, xty, self.lam)
+        self.set_head(model, self.scale * weight, self.scale * bias)
+
+
+def with_bias(features: torch.Tensor) -> torch.Tensor:
+    """Features with a constant 1 appended: its row of the solution is the bias."""
+    return torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
+
+
+def solve_head(gram: torch.Tensor, xty: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [classes x features], bias [classes]) of the ridge solution (XᵀX + λI)⁻¹ XᵀY, X with bias column."""
+    solved = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xty)
+    return solved[:-1].T, solved[-1]
