@@ -1,7 +1,7 @@
 """The one place that knows a workspace's on-disk layout.
 
     params.yaml  dvc.yaml  stream.yaml           (stream.yaml: the registered arrivals, in order)
-    .continual/workspace_id                      (the workspace's uuid, which MLflow lineages carry)
+    .continual/workspace_id                      (the workspace's uuid, which MLflow lineages carry; committed)
     data/arrivals/0001-NAME/{train,test}.jsonl   (+ arrival.json; tracked by data/arrivals/0001-NAME.dvc)
     rounds/0001-NAME/                            (one trained round: model/, buffer.jsonl, ewc.safetensors,
                                                   metrics.json, round.json)
@@ -10,7 +10,11 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +42,14 @@ class Workspace:
 
     @property
     def identity(self) -> str:
-        """The workspace's uuid, made on first use (``.continual/workspace_id``)."""
+        """The workspace's uuid (``.continual/workspace_id``). ``continual init`` writes it and stages it for
+        git, so a clone carries on the same MLflow lineages. A workspace made before that gets one on first
+        use, with a note to commit it."""
         path = self.root / ID_FILE
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(uuid.uuid4().hex + "\n")
+        if _write_identity(path) and (self.root / "dvc.yaml").exists():  # scratch copies have no dvc.yaml
+            print(f"continual: wrote {ID_FILE}, this workspace's identity in MLflow; commit it "
+                  f"(git add {ID_FILE} && git commit) so that a clone continues the same lineages",
+                  file=sys.stderr)
         return path.read_text().strip()
 
     @property
@@ -128,14 +135,57 @@ class Workspace:
         return keys[: keys.index(key) + 1]
 
     def arrival_hash(self, key: str) -> str:
-        """The arrival's content hash as DVC recorded it at ingest (its .dvc file)."""
-        dvc_file = self.arrival_dvc_file(key)
-        if not dvc_file.exists():
+        """The arrival folder's content hash, computed from its files as they are now, the way DVC 3 hashes
+        a folder: ``<md5>.dir``, the md5 of the JSON list of ``{"md5", "relpath"}`` sorted by relpath
+        (dvc_data's ``Tree.as_bytes``). It equals the md5 that ``dvc.lock`` records for the round's arrival
+        dependency, and the ``.dvc`` file's as long as the arrival is as ingested; an edited arrival gets a
+        new hash, where the ``.dvc`` file would still hold the old one. "" when the folder is missing."""
+        folder = self.arrival_dir(key)
+        if not folder.is_dir():
             return ""
-        return (yaml.safe_load(dvc_file.read_text())["outs"][0] or {}).get("md5", "")
+        entries = sorted(({"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
+                          for path in folder.rglob("*") if path.is_file()), key=lambda entry: entry["relpath"])
+        return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
-WORKSPACE_GITIGNORE = "/mlflow.db\n/mlartifacts/\n/.continual/compare/\n"
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_identity(path: Path) -> bool:
+    """Create the identity file if it is missing, atomically (two first uses agree); True if this call made it."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(uuid.uuid4().hex + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process got there first: its id wins
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: exclusive create (a reader may see it half written)
+        try:
+            with path.open("x") as f:
+                f.write(tmp.read_text())
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink()
+
+
+# .continual/ holds scratch state (compare runs, the verify marker, lock files), except the workspace id,
+# which is committed: it names the workspace's MLflow lineages, and a clone must continue them.
+# rounds/ is DVC's (cached outputs). DVC ignores each round folder itself, but when a later stage of the
+# same `dvc repro` fails (the track stage, MLflow down) it takes back the .gitignore lines that run added
+# (dvc 3.67, dvc/repo/scm_context.py: SCMContext.__call__ on an exception), and the round, up to date,
+# never gets them again: the folder would show up in `git status`, and `git add -A` would commit a model.
+WORKSPACE_GITIGNORE = "/mlflow.db\n/mlartifacts/\n/rounds/\n/.continual/*\n!/.continual/workspace_id\n"
 
 
 def create_workspace(root: str | Path) -> Workspace:
@@ -165,5 +215,7 @@ def create_workspace(root: str | Path) -> Workspace:
     ws.arrivals_dir.mkdir(parents=True, exist_ok=True)
     (ws.arrivals_dir / ".gitignore").touch()
     (ws.root / ".gitignore").write_text(WORKSPACE_GITIGNORE)
-    run("git", "add", "dvc.yaml", "params.yaml", "stream.yaml", ".gitignore", ".dvc", "data/arrivals/.gitignore")
+    _write_identity(ws.root / ID_FILE)
+    run("git", "add", "dvc.yaml", "params.yaml", "stream.yaml", ".gitignore", ".dvc", "data/arrivals/.gitignore",
+        ID_FILE)
     return ws
