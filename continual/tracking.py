@@ -9,11 +9,14 @@ runs of two strategies overlay.
 DVC run-cache rule: ``dvc repro`` may restore a round folder from its run cache without running the
 round stage, so that stage's ``log_round`` call never happens. A round's run is therefore identified by
 the folder's content, not by the act of training: its tag ``continual.round_hash`` is the sha256 of the
-folder's metrics.json bytes followed by its round.json bytes. The report stage, which runs after every
-round, calls ``reconcile``: for every round of the current stream, exactly one run with that round hash
-exists in the round's lineage; a missing one is logged from the round folder, a present one is left as
-it is. ``log_round`` obeys the same rule (a second call logs nothing). The hash tag is written last, so
-a run that failed half way does not count as logged and is logged again next time.
+folder's metrics.json bytes followed by its round.json bytes. The track stage, which always runs after
+the rounds, calls ``reconcile``: for every round of the current stream, exactly one run with that round
+hash exists in the round's lineage; a missing one is logged from the round folder, a present one is left
+as it is. ``log_round`` obeys the same rule (a second call logs nothing). The hash tag is written last,
+so a run that failed half way does not count as logged and is logged again next time.
+
+Training never waits on MLflow: the round stage only writes its folder, so a tracking outage fails the
+track stage (in seconds, see ``FAIL_FAST``) and costs a retry of the logging, never a retrain.
 A round retrained with the same params but other content (an edited arrival) is a new run in the same
 lineage, and its numbers become a second point at that round's step on the lineage run.
 
@@ -66,18 +69,39 @@ class RoundFolder:
         return cls(key, path, json.loads(info_bytes), json.loads(metrics_bytes), digest)
 
 
+class TrackingUnavailable(ValueError):
+    """The tracking store did not answer: nothing was logged, and the round folders are untouched."""
+
+
+# MLflow's own defaults (7 retries with backoff factor 2, 120 s per request: minutes) are for riding out
+# rate limits; here a dead server must fail the track stage in seconds, and the next `dvc repro` retries
+# it. Names as mlflow/environment_variables.py (3.17) reads them, at each request. A value the user set wins.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
 def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]:
-    """Point MLflow at the workspace's store; return a client and the experiment id."""
+    """Point MLflow at the workspace's store; return a client and the experiment id.
+
+    Raises TrackingUnavailable when the store does not answer its first request."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for variable, value in FAIL_FAST.items():
+        os.environ.setdefault(variable, value)
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     server = os.environ.get("MLFLOW_TRACKING_URI")
     uri = server or f"sqlite:///{ws.root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)  # the fluent log_model call writes wherever this points
     client = MlflowClient(uri)
     name = params["tracking"]["experiment"]
-    experiment = client.get_experiment_by_name(name)
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as error:
+        raise TrackingUnavailable(
+            f"MLflow at {uri} did not answer ({str(error).splitlines()[0][:300]}). The trained rounds are kept: "
+            "run `dvc repro` again (only the track stage reruns) once the tracking server is back") from error
     if experiment is not None:
         return client, experiment.experiment_id
     # A local store keeps its artifacts beside its database; a configured server chooses its own place.
@@ -131,9 +155,14 @@ def log_round(ws: Workspace, key: str, params: dict[str, Any]) -> str:
 
 
 def reconcile(ws: Workspace, params: dict[str, Any]) -> dict[str, str]:
-    """Log every round of the current stream that has no run yet; return {round key: new run id}."""
+    """Log every finished round of the current stream that has no run yet; return {round key: new run id}.
+
+    A stream key without a finished folder (its round has not run yet) is left for a later call."""
+    keys = [key for key in ws.stream() if (ws.round_dir(key) / "metrics.json").exists()]
+    if not keys:
+        print("tracking: no finished round to log")
+        return {}
     client, experiment_id = connect(ws, params)
-    keys = ws.stream()
     logged = {}
     for key in keys:
         folder = RoundFolder.read(ws, key)

@@ -197,3 +197,48 @@ def test_two_strategies_are_two_lineages_in_one_experiment(tmp_path, tiny_model_
     for parent in parents:
         assert [m.step for m in client.get_metric_history(parent.info.run_id, "avg_acc")] == [1]
     assert client.get_run(replay_ewc).data.tags["continual.git_commit"] == head
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_tracking_server_fails_in_seconds_with_a_clear_error(tmp_path, tiny_model_dir, monkeypatch):
+    import time
+
+    for variable in tracking.FAIL_FAST:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], NAMES)
+    params = load_params(ws.params_file)
+    started = time.perf_counter()
+    with pytest.raises(tracking.TrackingUnavailable, match="did not answer.*dvc repro"):
+        tracking.reconcile(ws, params)
+    assert time.perf_counter() - started < 30  # MLflow's own defaults retry for minutes
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "20"
+
+
+def test_fail_fast_settings_never_override_the_users(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
+    tracking.connect(Workspace.at(tmp_path), load_params())
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300"
+
+
+def test_reconcile_leaves_a_round_that_has_not_run_yet(tmp_path, tiny_model_dir):
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:2], NAMES)
+    ws.stream_file.write_text(ws.stream_text(ws.stream() + ["0003-amazon"]))  # ingested, not trained yet
+    params = load_params(ws.params_file)
+    assert list(tracking.reconcile(ws, params)) == ["0001-tweets", "0002-movies"]
+    ws.stream_file.write_text(ws.stream_text(["0001-nothing"]))
+    assert tracking.reconcile(ws, params) == {}
