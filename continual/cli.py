@@ -53,30 +53,32 @@ def cmd_verify(args) -> int:
 
 
 def cmd_round(args) -> int:
+    """Train and write rounds/KEY, nothing else: MLflow is the track stage's job, so an outage there never
+    costs a retrain."""
     from continual.round import run_round
-
-    from continual.promotion import promote_if_better
-    from continual.tracking import log_round
 
     ws, params = _workspace(args)
     metrics = run_round(ws, args.key, params)
     print(f"round {metrics['round']} {args.key}: avg_acc {metrics['avg_acc']:.3f}, "
           f"forgetting {metrics['forgetting_avg']:.3f}, bwt {metrics['bwt']:.3f}")
-    log_round(ws, args.key, params)
-    promote_if_better(ws, args.key, params)
+    return 0
+
+
+def cmd_track(args) -> int:
+    """The track stage: log every round without an MLflow run, then gate the newest round (never in a DVC
+    experiment). Fails in seconds when the tracking server is down; the rounds stay as they are."""
+    from continual.promotion import track
+
+    ws, params = _workspace(args)
+    track(ws, params)
     return 0
 
 
 def cmd_report(args) -> int:
     from continual.report import format_matrix, load_round_metrics, write_report
 
-    from continual.promotion import gate_restored_head
-    from continual.tracking import reconcile
-
-    ws, params = _workspace(args)
+    ws, _ = _workspace(args)
     write_report(ws)
-    # Rounds DVC restored from its run cache get their MLflow run here, and a restored last round its gate.
-    gate_restored_head(ws, params, reconcile(ws, params))
     rounds = load_round_metrics(ws)
     if rounds:
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_round)
     p = sub.add_parser("report", help="write reports/: accuracy matrix, curves, plots (a dvc.yaml stage)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("track", help="log rounds to MLflow and gate the newest for the champion (a dvc.yaml stage)")
+    p.set_defaults(func=cmd_track)
     p = sub.add_parser("status", help="print the rounds: arrival, examples, strategy, accuracy, forgetting")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("promote", help="move the champion alias to a round's registered model, by hand")

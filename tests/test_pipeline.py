@@ -1,19 +1,23 @@
-"""`dvc repro` in a real workspace: exactly the rounds that are out of date train, and nothing else."""
+"""`dvc repro` in a real workspace: exactly the rounds that are out of date train, and nothing else; the
+track stage logs them to MLflow (the workspace's SQLite store) and gates the newest."""
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 BIN = Path(sys.executable).parent
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
 
 
-def run(cwd, *cmd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CONTINUAL_THREADS": "1"}
+def run(cwd, *cmd, check=True, **env_vars):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CONTINUAL_THREADS": "1", **env_vars}
+    env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in env_vars else None
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -22,6 +26,25 @@ def run(cwd, *cmd, check=True):
 
 def rounds_run(result) -> list[str]:
     return re.findall(r"Running stage 'round@([^']+)'", result.stdout + result.stderr)
+
+
+def registry(workspace: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+
+
+def round_runs(workspace: Path) -> dict[str, list]:
+    client = registry(workspace)
+    (experiment,) = client.search_experiments(filter_string="name = 'continual'")
+    runs: dict[str, list] = {}
+    for found in client.search_runs([experiment.experiment_id], "tags.`continual.kind` = 'round'"):
+        runs.setdefault(found.info.run_name, []).append(found)
+    return runs
+
+
+def champion(workspace: Path) -> str:
+    return str(registry(workspace).get_model_version_by_alias("continual-classifier", "champion").version)
 
 
 def write_arrival(path: Path, labels: dict[str, str], n: int, salt: str) -> Path:
@@ -52,7 +75,11 @@ def test_each_ingest_then_repro_trains_exactly_one_new_round(workspace, tmp_path
     run(workspace, BIN / "continual", "ingest", str(second), "--name", "two")
     assert rounds_run(run(workspace, BIN / "dvc", "repro")) == ["0002-two"]
 
-    assert rounds_run(run(workspace, BIN / "dvc", "repro")) == []
+    result = run(workspace, BIN / "dvc", "repro")
+    assert rounds_run(result) == [] and "Running stage 'track'" in result.stdout  # the track stage always runs
+    assert sorted(round_runs(workspace)) == ["0001-one", "0002-two"]
+    assert all(len(runs) == 1 for runs in round_runs(workspace).values())  # logged once, however often it ran
+    assert "gated before" in result.stdout
 
     metrics = json.loads((workspace / "rounds" / "0002-two" / "metrics.json").read_text())
     assert metrics["arrivals"] == ["0001-one", "0002-two"]
@@ -60,7 +87,7 @@ def test_each_ingest_then_repro_trains_exactly_one_new_round(workspace, tmp_path
     assert metrics["acc_before_update"] is not None
     model_dir = workspace / "rounds" / "0002-two" / "model"
     assert (model_dir / "model.safetensors").exists()
-    assert json.loads((model_dir / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos", "2": "neu"}
+    assert json.loads((model_dir / "classifier.json").read_text())["labels"] == ["neg", "pos", "neu"]
     assert (workspace / "reports" / "accuracy_matrix.png").stat().st_size > 1000
 
     shown = run(workspace, BIN / "dvc", "metrics", "show", "--json").stdout
@@ -70,10 +97,22 @@ def test_each_ingest_then_repro_trains_exactly_one_new_round(workspace, tmp_path
 
 
 def test_editing_an_earlier_arrival_reruns_it_and_every_later_round(workspace):
+    def data_hash() -> str:
+        return json.loads((workspace / "rounds" / "0001-one" / "round.json").read_text())["data_hash"]
+
+    ingested = yaml.safe_load((workspace / "data" / "arrivals" / "0001-one.dvc").read_text())["outs"][0]["md5"]
+    assert data_hash() == ingested
     train = workspace / "data" / "arrivals" / "0001-one" / "train.jsonl"
     rows = train.read_text().splitlines()
     train.write_text("\n".join(rows[:-1]) + "\n")
     assert rounds_run(run(workspace, BIN / "dvc", "repro")) == ["0001-one", "0002-two"]
+
+    # round.json records the arrival it trained on, not the one ingested: the md5 DVC itself recorded now.
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["round@0001-one"]
+    (arrival,) = [dep for dep in lock["deps"] if dep["path"] == "data/arrivals/0001-one"]
+    assert data_hash() == arrival["md5"] != ingested
+    runs = round_runs(workspace)["0001-one"]
+    assert sorted(r.data.tags["continual.data_hash"] for r in runs) == sorted([ingested, arrival["md5"]])
 
 
 def test_a_file_copied_in_without_ingest_fails_repro_at_once(workspace):
@@ -86,3 +125,56 @@ def test_a_file_copied_in_without_ingest_fails_repro_at_once(workspace):
         assert rounds_run(result) == []
     finally:
         stray.unlink()
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_tracking_server_costs_a_retry_of_the_logging_never_a_retrain(workspace, tmp_path):
+    third = write_arrival(tmp_path / "three.csv", {"neg": "bad poor", "pos": "good nice"}, 20, "three")
+    run(workspace, BIN / "continual", "ingest", str(third), "--name", "three")
+    dead = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+
+    result = run(workspace, BIN / "dvc", "repro", check=False, **dead)
+    assert result.returncode != 0 and rounds_run(result) == ["0003-three"]  # the round trained and was kept
+    folder = workspace / "rounds" / "0003-three"
+    assert (folder / "metrics.json").exists()
+    assert "round@0003-three" in yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]
+    run(workspace, "git", "check-ignore", "-q", "rounds/0003-three")  # DVC's output, never git's
+    assert "did not answer" in result.stderr and "only the track stage reruns" in result.stderr
+    trained_at = (folder / "metrics.json").stat().st_mtime_ns, folder.stat().st_mtime_ns
+
+    started = time.perf_counter()
+    again = run(workspace, BIN / "dvc", "repro", check=False, **dead)
+    assert again.returncode != 0 and rounds_run(again) == [] and "Running stage 'track'" in again.stdout
+    assert time.perf_counter() - started < 30  # MLflow's default retries would take minutes
+
+    back = run(workspace, BIN / "dvc", "repro")  # the workspace's own store again
+    assert rounds_run(back) == []
+    assert ((folder / "metrics.json").stat().st_mtime_ns, folder.stat().st_mtime_ns) == trained_at
+    (logged,) = round_runs(workspace)["0003-three"]
+    assert logged.data.tags["promotion.decision"] in ("accepted", "refused")  # the newest round was gated
+
+
+def test_dvc_exp_run_logs_but_never_moves_the_champion(workspace):
+    run(workspace, *GIT, "add", "-A")
+    run(workspace, *GIT, "commit", "-qm", "three rounds")
+    before = champion(workspace)
+    result = run(workspace, BIN / "dvc", "exp", "run", "-S", "train.lr=0.002")
+    assert rounds_run(result) == ["0001-one", "0002-two", "0003-three"]
+    assert "promotion: skipped, the alias stays where it is (DVC experiment" in result.stdout
+    assert champion(workspace) == before
+    newest = [r for r in round_runs(workspace)["0003-three"] if r.data.params["train.lr"] == "0.002"]
+    (experiment_run,) = newest  # logged, in a lineage of its own
+    assert "promotion.decision" not in experiment_run.data.tags
+    assert "not applied: DVC experiment" in experiment_run.data.tags["promotion.skipped"]
+
+    # The experiment's results stay in the workspace; a plain repro still does not promote them.
+    plain = run(workspace, BIN / "dvc", "repro")
+    assert rounds_run(plain) == [] and "was trained in a DVC experiment" in plain.stdout
+    assert champion(workspace) == before

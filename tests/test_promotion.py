@@ -1,11 +1,20 @@
 """The promotion gate (pure) and the champion alias it moves (real SQLite registry, no mocks)."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from continual import promotion, tracking
 from continual.params import load_params
 from continual.promotion import Gate, decide
+from continual.workspace import Workspace
 from test_tracking import NAMES, write_stream  # the round-folder builder lives beside the tracking tests
 
 GATE = Gate(max_avg_acc_drop=0.02, max_forgetting=0.10, min_new_acc=0.40)
@@ -98,21 +107,175 @@ def test_gate_moves_the_champion_and_by_hand_moves_are_recorded(tmp_path, tiny_m
         promotion.rollback(ws)
 
 
-def test_a_last_round_restored_from_the_run_cache_is_gated_and_older_restored_rounds_are_not(tmp_path, tiny_model_dir):
+def logged_stream(root, model_dir, rows, register=True):
+    """A workspace with a finished round folder per row, every round logged (no gate run yet)."""
+    ws = write_stream(root, model_dir, rows, NAMES)
+    params = load_params(ws.params_file)
+    for key in ws.stream():
+        tracking.log_round(ws, key, params)
+    client, _ = tracking.connect(ws, params)
+    return ws, params, client, params["tracking"]["registered_model"]
+
+
+def champion_of(client, name) -> str | None:
+    found = promotion._champion(client, name)
+    return None if found is None else str(found.version)
+
+
+def test_track_gates_the_newest_round_once_and_never_undoes_a_move_by_hand(tmp_path, tiny_model_dir, capsys):
     ws = write_stream(tmp_path / "ws", tiny_model_dir, [[0.80], [0.81, 0.70], [0.80, 0.72, 0.75]], NAMES)
     params = load_params(ws.params_file)
     tracking.log_round(ws, "0001-tweets", params)
     assert promotion.promote_if_better(ws, "0001-tweets", params).accepted  # champion v1
-    # Rounds 2 and 3 came back from DVC's run cache: their stages (log + gate) never ran.
-    reconciled = tracking.reconcile(ws, params)
-    assert list(reconciled) == ["0002-movies", "0003-amazon"]
-    decision = promotion.gate_restored_head(ws, params, reconciled)
+    # Rounds 2 and 3 came back from DVC's run cache, or were trained while MLflow was down: never logged.
+    decision = promotion.track(ws, params)
 
-    client, _ = tracking.connect(ws, params)
+    client, experiment_id = tracking.connect(ws, params)
     name = params["tracking"]["registered_model"]
     champion = client.get_model_version_by_alias(name, "champion")
     assert decision.accepted and client.get_run(champion.run_id).info.run_name == "0003-amazon"
-    middle = client.get_run(reconciled["0002-movies"])
+    middle = client.get_run(tracking.find_round_run(client, experiment_id, ws, tracking.RoundFolder.read(ws, "0002-movies")))
     assert "promotion.decision" not in middle.data.tags  # round 2 never competed with round 3
     assert client.get_registered_model(name).tags["champion.history"] == "1,3"
-    assert promotion.gate_restored_head(ws, params, tracking.reconcile(ws, params)) is None  # nothing new
+
+    assert promotion.rollback(ws) == "1"  # by hand: the next dvc repro must not undo it
+    capsys.readouterr()
+    assert promotion.track(ws, params) is None and champion_of(client, name) == "1"
+    assert "was gated before: accepted" in capsys.readouterr().out
+
+
+def test_reading_the_registry_fails_loudly_and_is_never_taken_for_no_champion(tmp_path, tiny_model_dir, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from test_tracking import closed_port
+
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8]])
+    assert champion_of(client, name) is None  # the model exists, the alias does not: no champion
+    assert promotion._champion(client, "no-such-model") is None  # no registered model: no champion
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = MlflowClient(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(MlflowException):
+        promotion._champion(dead, name)  # an outage is not "no champion yet"
+    with pytest.raises(MlflowException):
+        promotion._history(dead, name)
+
+
+def test_a_move_is_refused_when_the_alias_moved_since_the_decision(tmp_path, tiny_model_dir):
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8], [0.8, 0.8], [0.8, 0.8, 0.8]])
+    assert promotion.promote(ws, "0001-tweets") == "1"
+    seen = promotion._champion(client, name)  # what a decision saw: v1
+    client.set_registered_model_alias(name, "champion", "2")  # meanwhile, someone else moves it
+    before = dict(client.get_registered_model(name).tags)
+    with pytest.raises(promotion.ChampionMoved, match="champion is v2 now, not v1"):
+        promotion._move(client, ws, name, "3", seen, "gate, round 0003-amazon", "gate")
+    assert champion_of(client, name) == "2" and dict(client.get_registered_model(name).tags) == before
+
+
+def test_history_written_by_a_former_release_is_kept_and_rolled_back_through(tmp_path, tiny_model_dir):
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8], [0.8, 0.8]])
+    client.set_registered_model_alias(name, "champion", "2")
+    client.set_registered_model_tag(name, "champion.history", "1,2")  # a former release's one-tag history
+    assert promotion.rollback(ws) == "1" and champion_of(client, name) == "1"
+    tags = client.get_registered_model(name).tags
+    (move,) = [json.loads(v) for k, v in tags.items() if k.startswith(promotion.MOVE_TAG)]
+    assert move["base"] == ["1", "2"] and (move["kind"], move["from"], move["to"]) == ("rollback", "2", "1")
+    assert tags["champion.history"] == "1"
+    with pytest.raises(RuntimeError, match="no earlier champion"):
+        promotion.rollback(ws)
+
+
+CONCURRENT = """
+import sys
+from continual import promotion
+from continual.workspace import Workspace
+ws, keys = Workspace.at(sys.argv[1]), sys.argv[2].split(",")
+for i in range(6):
+    try:
+        if i % 3 == 2:
+            promotion.rollback(ws)
+        else:
+            promotion.promote(ws, keys[i % 2])
+    except (promotion.ChampionMoved, RuntimeError) as refused:
+        print("REFUSED", refused)
+"""
+
+
+def test_concurrent_promotes_and_rollbacks_from_two_clones_lose_no_history(tmp_path, tiny_model_dir, monkeypatch):
+    # Two clones of one workspace (same id, separate lock files) on one store: nothing serialises them
+    # but the compare-and-set and the per-move history tags.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    monkeypatch.chdir(tmp_path)
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8], [0.8, 0.8], [0.8, 0.8, 0.8]])
+    clone = tmp_path / "clone"
+    shutil.copytree(ws.root, clone)
+    assert Workspace.at(clone).identity == ws.identity
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(root), keys], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for root, keys in ((ws.root, "0001-tweets,0002-movies"), (clone, "0003-amazon,0002-movies"))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    moved = [line for out, _ in outs for line in out.splitlines() if line.startswith(f"champion: {name} v") and " -> v" in line]
+    tags = client.get_registered_model(name).tags
+    moves = [json.loads(tags[k]) for k in sorted(tags) if k.startswith(promotion.MOVE_TAG)]
+    assert len(moves) == len(moved) >= 4  # every move that happened is recorded, none overwritten
+    raced = any("at the same moment" in out for out, _ in outs)  # two alias writes inside one CAS window
+    assert raced or promotion._history(client, name)[-1] == champion_of(client, name)
+    assert tags["champion.history"].split(",")[-1] in {"1", "2", "3"}
+
+
+def test_registry_changes_in_one_workspace_wait_for_each_other(tmp_path, tiny_model_dir):
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8], [0.8, 0.8]])
+    promotion.promote(ws, "0001-tweets")
+    promotion.promote(ws, "0002-movies")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    with promotion.registry_lock(ws):
+        proc = subprocess.Popen([sys.executable, "-m", "continual.cli", "-C", str(ws.root), "rollback"], env=env,
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert "waiting for another registry change" in proc.stdout.readline()  # it reached the lock
+        time.sleep(1)
+        assert proc.poll() is None and champion_of(client, name) == "2"
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "-> v1 (rollback)" in out and champion_of(client, name) == "1"
+
+
+def test_the_gate_never_takes_the_alias_from_another_workspace(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    # Two workspaces, one server, the default registered-model name: the first champion keeps the alias.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    monkeypatch.chdir(tmp_path)
+    first, params, client, name = logged_stream(tmp_path / "first", tiny_model_dir, [[0.6]])
+    assert promotion.promote_if_better(first, "0001-tweets", params).accepted
+    second, *_ = logged_stream(tmp_path / "second", tiny_model_dir, [[0.9]])
+    decision = promotion.promote_if_better(second, "0001-tweets", params)
+    assert not decision.accepted and champion_of(client, name) == "1"
+    assert f"trained in another workspace ({first.identity[:12]})" in decision.reasons[-1]
+    assert promotion.promote(second, "0001-tweets") == "2"  # by hand it may, and says so
+    assert "taking the alias from v1, trained in another workspace" in capsys.readouterr().out
+
+
+def test_a_dvc_experiment_logs_and_judges_but_never_moves_the_alias(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8]])
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef")
+    monkeypatch.setenv("DVC_EXP_NAME", "bushy-ruff")
+    decision = promotion.track(ws, params)
+    assert decision.accepted and "DVC experiment bushy-ruff" in decision.skipped
+    assert champion_of(client, name) is None
+    version = client.get_model_version(name, "1")
+    assert "promotion.decision" not in version.tags
+    assert version.tags["promotion.skipped"].startswith("accepted, not applied: DVC experiment bushy-ruff")
+    assert "promotion: skipped, the alias stays where it is" in capsys.readouterr().out
+
+    # Back in a plain `dvc repro`: an experiment's round is not gated while its params are not committed...
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV")
+    monkeypatch.delenv("DVC_EXP_NAME")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=ws.root, check=True)
+    assert promotion.track(ws, params) is None and champion_of(client, name) is None
+    assert "was trained in a DVC experiment" in capsys.readouterr().out
+    # ...and is, once they are (the experiment applied and committed on the branch).
+    shutil.copyfile(Path(__file__).parents[1] / "params.yaml", ws.params_file)
+    (ws.root / "dvc.lock").write_text("schema: '2.0'\n")
+    subprocess.run(git + ["add", "params.yaml", "dvc.lock", "stream.yaml"], cwd=ws.root, check=True)
+    subprocess.run(git + ["commit", "-qm", "apply the experiment"], cwd=ws.root, check=True)
+    assert promotion.track(ws, params).accepted and champion_of(client, name) == "1"
