@@ -46,7 +46,7 @@ LINEAGE_TAG = "continual.lineage"
 ROUND_HASH_TAG = "continual.round_hash"
 # What the served model needs, pinned to what trained it; listed by hand because MLflow's inference of
 # requirements imports every candidate package (torchvision included) and takes seconds.
-SERVED_PACKAGES = ("transformers", "torch", "tokenizers", "safetensors")
+SERVED_PACKAGES = ("mlflow", "transformers", "torch", "tokenizers", "safetensors", "pandas")
 LINEAGE_PLOTS = ("accuracy_matrix.png", "forgetting_curve.png")
 
 
@@ -243,19 +243,8 @@ def _lineage_run(client: "MlflowClient", experiment_id: str, ws: Workspace, info
 
 
 def _register_model(client: "MlflowClient", folder: RoundFolder, name: str, run_id: str) -> str:
-    """Log the round's model for the text-classification pipeline (what the server loads) and register it."""
-    import mlflow
-
-    from continual.model import load_classifier
-
-    model, tokenizer = load_classifier(folder.path / "model")  # label names: the config's id2label
-    logged = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer},
-        task="text-classification",
-        name="model",
-        pip_requirements=[f"{package}=={_release(package)}" for package in SERVED_PACKAGES],
-        registered_model_name=name,
-    )
+    """Log the round's model folder as a pyfunc model (what `mlflow models serve` runs) and register it."""
+    logged = log_pooled_model(folder.path / "model", registered_model_name=name)
     version = str(logged.registered_model_version)
     tags = {
         "round": str(folder.info["index"]),
@@ -268,6 +257,31 @@ def _register_model(client: "MlflowClient", folder: RoundFolder, name: str, run_
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version
+
+
+def log_pooled_model(model_dir: Path, registered_model_name: str | None = None):
+    """Log a pooled classifier folder into the active run as MLflow's pyfunc flavour.
+
+    The transformers flavour cannot express mean pooling (its pipeline reads the CLS pooler), so the folder
+    travels as an artifact and ``service.pyfunc`` loads it; the ``service`` package travels as code, so the
+    model loads wherever torch, transformers and mlflow are installed.
+    """
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    import service
+    from service.pyfunc import ARTIFACT, PooledPyfunc
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=PooledPyfunc(),
+        artifacts={ARTIFACT: str(model_dir)},
+        code_paths=[str(Path(service.__file__).parent)],
+        signature=ModelSignature(inputs=Schema([ColSpec("string")])),
+        pip_requirements=[f"{package}=={_release(package)}" for package in SERVED_PACKAGES],
+        registered_model_name=registered_model_name,
+    )
 
 
 def _release(package: str) -> str:
