@@ -7,12 +7,12 @@ import os
 import random
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from continual.evaluation import accuracy, confusion
+from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
 from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
@@ -76,6 +76,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     if prev is not None and not strategy.from_base:
         strategy.restore(ws.round_dir(prev), context, wrapped.model if strategy.closed_form else wrapped)
     rows = [{**row, "arrival": k} for k in strategy.train_keys(keys) for row in read_split(ws, k, "train")]
+    refit = None
     if strategy.closed_form:
         progress = fit_closed_form(strategy, model, tokenizer, rows, eval_batch)
     else:
@@ -88,8 +89,12 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         steps = -(-len(rows) // int(train["batch_size"]))
         progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
                                         desc=f"round {index} {key} [{strategy.name}]")
-        if not strategy.from_base and refit_now(train["head_refit"], bool(new_labels) and prev is not None):
-            refit_head(model, tokenizer, rows + strategy.memory_rows(context), eval_batch, train, params["strategy"])
+        if not strategy.from_base:  # joint has all the data at hand: no lean to undo
+            refit = HeadRefit(params)
+            if prev is not None:
+                refit.restore(ws.round_dir(prev))
+            refit.apply(model, tokenizer, rows, strategy.memory_rows(context), bool(new_labels) and prev is not None,
+                        eval_batch)
 
     row, predictions = [], {}
     for k in keys:
@@ -112,7 +117,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
-    write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started)
+    write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit)
     return metrics
 
 
@@ -127,46 +132,8 @@ def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: in
     return progress
 
 
-def refit_now(when: str, grew: bool) -> bool:
-    if when not in ("never", "on_growth", "always"):
-        raise ValueError(f"train.head_refit must be never, on_growth or always, not {when!r}")
-    return when == "always" or (when == "on_growth" and grew)
-
-
-def refit_head(model, tokenizer, rows: list[dict], batch_size: int, train: dict, strategy: dict) -> None:
-    """Every class's head row refit in closed form over the new arrival and the replay buffer, under the
-    updated encoder, each class weighing the same: this removes the trained head's bias toward the newest
-    classes (which have many more rows at hand than the buffered ones). ``train.head_refit_with``:
-
-    - ``prototypes``: the row is the class prototype (a nearest-class-mean head, as new rows start);
-    - ``ridge``: a class-balanced ridge solution, λ = ``strategy.ridge.lambda``.
-
-    A class with no row at hand keeps its trained row."""
-    from continual.strategies.ridge import solve_head, with_bias
-
-    features = embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size)
-    targets = torch.tensor([model.label2id[r["label"]] for r in rows])
-    present = sorted(set(targets.tolist()))
-    how = train["head_refit_with"]
-    if how == "prototypes":
-        set_prototype_rows(model, features, targets.tolist(), present, float(train["prototype_scale"]))
-        return
-    if how != "ridge":
-        raise ValueError(f"train.head_refit_with must be prototypes or ridge, not {how!r}")
-    counts = torch.bincount(targets, minlength=len(model.labels)).double()
-    # Weighted least squares, each class's rows summing to n / classes: XᵀDX and XᵀDY with D = diag(w).
-    w = (len(rows) / (len(present) * counts[targets])).unsqueeze(1)
-    x, y = with_bias(features), torch.nn.functional.one_hot(targets, len(model.labels)).double()
-    weight, bias = solve_head(x.T @ (w * x), x.T @ (w * y), float(strategy["ridge"]["lambda"]))
-    scale = float(strategy["ridge"]["logit_scale"])
-    with torch.no_grad():
-        for c in present:
-            model.head.weight[c] = (scale * weight[c]).to(model.head.weight)
-            model.head.bias[c] = float(scale * bias[c])
-
-
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
-                round_info: dict, started: float) -> None:
+                round_info: dict, started: float, refit: HeadRefit | None = None) -> None:
     """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
     final = ws.round_dir(key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
@@ -175,6 +142,8 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     model.save(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
     metrics.update(strategy.save(tmp, context))
+    if refit is not None:
+        refit.save(tmp)
     metrics.setdefault("buffer_size", 0)
     with open(tmp / "train_log.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss", "lr"), *log_rows])

@@ -82,3 +82,30 @@ def test_continuing_a_stream_that_was_not_closed_form_says_what_to_do(tiny_model
     run_round(ws, ws.stream()[0], tiny_params(tiny_model_dir, "naive", epochs=1))
     with pytest.raises(FileNotFoundError, match="round 1"):
         run_round(ws, ws.stream()[1], tiny_params(tiny_model_dir, "ridge"))
+
+
+@pytest.mark.parametrize("how", ["prototypes", "ridge", "sums"])
+def test_head_refit_after_a_class_incremental_round(tiny_model_dir, tmp_path, how):
+    ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=10, n_test=4)
+    params = tiny_params(tiny_model_dir, "replay", epochs=1)
+    params["train"].update(head_refit="on_growth", head_refit_with=how)
+    run_stream(ws, params)
+    first, second = (ws.round_dir(k) for k in ws.stream())
+    assert (second / "head_sums.safetensors").exists() == (how == "sums")
+    if how == "sums":  # round 2 added its arrival to round 1's sums: the bias feature counts both arrivals' rows
+        assert float(load_file(first / "head_sums.safetensors")["gram"][-1, -1]) == 20.0
+        assert float(load_file(second / "head_sums.safetensors")["gram"][-1, -1]) == 40.0
+    head = load_file(second / "model" / "head.safetensors")
+    if how == "prototypes":  # every class present in arrival + buffer: bias = -s/2 |w/s|^2 holds for each row
+        scale = float(params["train"]["prototype_scale"])
+        expected = -(head["weight"] / scale).pow(2).sum(1) * scale / 2
+        assert torch.allclose(head["bias"], expected, atol=1e-4)
+
+
+def test_head_refit_rejects_unknown_settings(tiny_model_dir):
+    from continual.head import HeadRefit
+
+    params = tiny_params(tiny_model_dir, "replay")
+    params["train"]["head_refit_with"] = "magic"
+    with pytest.raises(ValueError, match="head_refit_with"):
+        HeadRefit(params)

@@ -14,6 +14,14 @@ from safetensors.torch import load_file, save_file
 from continual.strategies.base import RoundContext, Strategy
 
 
+def padded(old: torch.Tensor | None, rows: int, columns: int) -> torch.Tensor:
+    """A running sum padded with zeros to [rows x columns] (new classes arrive as new columns)."""
+    grown = torch.zeros(rows, columns, dtype=torch.float64)
+    if old is not None:
+        grown[: old.shape[0], : old.shape[1]] = old
+    return grown
+
+
 class ClosedForm(Strategy):
     closed_form = True
     state_file = "sums.safetensors"
@@ -42,12 +50,7 @@ class ClosedForm(Strategy):
         return {}
 
     def _grown(self, key: str, rows: int, columns: int) -> torch.Tensor:
-        """The sum ``key`` padded with zeros to [rows x columns] (new classes arrive as new columns)."""
-        old = self.sums.get(key)
-        grown = torch.zeros(rows, columns, dtype=torch.float64)
-        if old is not None:
-            grown[: old.shape[0], : old.shape[1]] = old
-        return grown
+        return padded(self.sums.get(key), rows, columns)
 
     @staticmethod
     @torch.no_grad()
