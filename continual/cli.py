@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("compare", help="replay the stream under several strategies; one MLflow lineage each")
-    p.add_argument("--strategies", default="naive,replay,ewc,replay+ewc,joint")
+    p.add_argument("--strategies", default="naive,replay,ewc,replay+ewc,joint,ridge")  # ridge: the frozen baseline
     p.add_argument("--seeds", default="", help="comma-separated seeds (default: params seed)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("serve", help="serve the champion over HTTP (gunicorn); options: continual serve --help",
