@@ -20,13 +20,33 @@ from continual.strategies.base import RoundContext, Strategy
 EWC_FILE = "ewc.safetensors"
 
 
+class DeviceFollowingEWC(EWCPlugin):
+    """EWCPlugin whose restored state follows the model to the training device.
+
+    ``EWC.restore`` runs before Avalanche's template exists, so it builds the importances and the anchor
+    on the device the model is on then: the CPU. The template moves the model to ``strategy.device`` (cuda
+    on a GPU machine) when training starts, and the penalty would then subtract a CPU anchor from CUDA
+    weights from round 2 on. Here every stored tensor moves to ``strategy.device`` before the experience
+    trains (``before_training_exp`` runs after the template's ``model.to(device)``)."""
+
+    def before_training_exp(self, strategy, **kwargs):
+        device = torch.device(strategy.device)
+        for store in (self.importances, self.saved_params):
+            for params in store.values():
+                for data in params.values():
+                    if data.data.device != device:
+                        data._data = data.data.to(device)  # ParamData has no setter for another device
+                    data.device = device  # what ParamData.expand pads with when the head grows
+        return super().before_training_exp(strategy, **kwargs)
+
+
 class EWC(Strategy):
     name = "ewc"
 
     def __init__(self, params: dict):
         super().__init__(params)
         cfg = params["strategy"]["ewc"]
-        self.plugin = EWCPlugin(ewc_lambda=float(cfg["lambda"]), mode="online", decay_factor=float(cfg["decay"]))
+        self.plugin = DeviceFollowingEWC(ewc_lambda=float(cfg["lambda"]), mode="online", decay_factor=float(cfg["decay"]))
         self.past_rounds = 0
 
     def plugins(self) -> list:
