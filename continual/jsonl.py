@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ def parse_lines(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
             value = json.loads(raw)
         except json.JSONDecodeError as e:
             raise JsonlError(source, line, f"not valid JSON: {e.msg} (column {e.colno})") from None
+        except RecursionError:  # json's decoder recurses once per level: [[[[... 100,000 deep overflows it
+            raise JsonlError(source, line, "not valid JSON here: nested too deeply (arrays or objects "
+                             f"more than ~{sys.getrecursionlimit() - 50} levels deep)") from None
         if _SURROGATE_ESCAPE.search(raw):
             try:
                 json.dumps(value, ensure_ascii=False).encode("utf-8")
