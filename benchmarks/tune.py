@@ -44,7 +44,7 @@ def main() -> None:
         point_args = copy.copy(args)
         point_args.overrides = args.overrides + [f"{k}={v}" for k, v in setting.items()]
         label = " ".join(f"{k}={v}" for k, v in setting.items())
-        work = harness.ROOT / "bench" / "work" / f"tune-{args.stream}-{len(points)}"
+        work = harness.ROOT / "bench" / "work" / f"tune-{args.stream}-{out.name}-{len(points)}"  # sweeps side by side
         params = harness.training_params(point_args, bench, work)
         print(f"-- {label}", file=sys.stderr, flush=True)
         point = {"setting": setting, "result": None}
