@@ -1,6 +1,6 @@
 """Checks on what clients send; each refusal is an ApiError with the status the API documents.
 
-400: the body is not JSON. 413: the body has more bytes than max_body_bytes (werkzeug, before parsing).
+400: the body is not JSON (or nested deeper than the parser's recursion limit). 413: the body has more bytes than max_body_bytes (werkzeug, before parsing).
 422: JSON that breaks the documented schema: missing or unknown field, wrong type, an empty list, more
 texts than max_texts, a text longer than max_text_chars. (Too many texts is 422, not 413, because it is
 the schema's maxItems that is broken, as for any other schema violation; 413 stays a byte limit.)
@@ -25,6 +25,8 @@ def parse_json_object(body: bytes, required: Iterable[str], allowed: Iterable[st
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the request body is not valid JSON") from None
+    except RecursionError:  # [[[[... deeper than the interpreter's recursion limit: json raises, not a 500
+        raise ApiError(400, "the request body is JSON nested too deeply to read") from None
     if not isinstance(payload, dict):
         raise ApiError(422, "the request body must be a JSON object")
     missing = [key for key in required if key not in payload]
