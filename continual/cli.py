@@ -54,11 +54,25 @@ def cmd_verify(args) -> int:
 
 def cmd_round(args) -> int:
     """Train and write rounds/KEY, nothing else: MLflow is the track stage's job, so an outage there never
-    costs a retrain."""
-    from continual.round import run_round
+    costs a retrain. Nor does a kill: a round finished before DVC could record it is put back, not trained
+    again (continual.workspace, "crashes")."""
+    import shutil
+
+    from continual.workspace import dead_round_temps, keep_finished_round, restore_finished_round
 
     ws, params = _workspace(args)
+    ws.registered(args.key)
+    for folder in dead_round_temps(ws):  # half written by a `continual round` that was killed
+        shutil.rmtree(folder, ignore_errors=True)
+    inputs = ws.round_inputs(args.key, params)
+    if restore_finished_round(ws, args.key, inputs):
+        print(f"round {args.key}: restored, not retrained: a `continual round` finished it with these inputs, "
+              "but dvc was killed before recording it")
+        return 0
+    from continual.round import run_round
+
     metrics = run_round(ws, args.key, params)
+    keep_finished_round(ws, args.key, inputs)
     print(f"round {metrics['round']} {args.key}: avg_acc {metrics['avg_acc']:.3f}, "
           f"forgetting {metrics['forgetting_avg']:.3f}, bwt {metrics['bwt']:.3f}")
     return 0
@@ -87,6 +101,7 @@ def cmd_report(args) -> int:
 
 def cmd_status(args) -> int:
     from continual.report import format_matrix, format_rounds, load_round_metrics
+    from continual.workspace import REPAIR_HINT
 
     ws, _ = _workspace(args)
     rounds = load_round_metrics(ws)
@@ -99,6 +114,40 @@ def cmd_status(args) -> int:
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
     if pending:
         print(f"\nnot trained yet: {', '.join(pending)} (run dvc repro)")
+    damage = _crash_damage(ws)
+    if damage:
+        print("\ncrash damage (a process was killed half way):")
+        print("\n".join(f"  {line}" for line in damage))
+        print(REPAIR_HINT)
+    return 0
+
+
+def _crash_damage(ws) -> list[str]:
+    from continual.ingest import interrupted_ingest
+    from continual.workspace import crash_damage
+
+    damage = crash_damage(ws)
+    journal = interrupted_ingest(ws)
+    if journal is not None:
+        damage.append(f"an ingest of {journal['key']} (from {journal.get('source', '?')}) was killed half way; "
+                      "the next `continual ingest` also rolls it back")
+    return damage
+
+
+def cmd_repair(args) -> int:
+    """Put right what a killed process left: a damaged dvc.lock or .dvc/tmp/rwlock, an ingest killed half
+    way, round folders half written. Refuses while a dvc command runs in the workspace."""
+    from continual.ingest import recover_after_crash
+    from continual.workspace import Workspace, dvc_processes, repair
+
+    ws = Workspace.at(args.workspace)
+    running = dvc_processes(ws.root)
+    if running:
+        raise ValueError(f"a dvc command is running in {ws.root} (pid {', '.join(map(str, running))}); "
+                         "repair only once it has finished or been stopped")
+    done = ([note] if (note := recover_after_crash(ws)) else []) + repair(ws)
+    print("\n".join(f"repaired: {line}" for line in done) if done else "nothing to repair")
+    print("next: dvc repro")
     return 0
 
 
@@ -183,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_track)
     p = sub.add_parser("status", help="print the rounds: arrival, examples, strategy, accuracy, forgetting")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("repair", help="put right what a killed process left (damaged dvc.lock, half ingest)")
+    p.set_defaults(func=cmd_repair)
     p = sub.add_parser("promote", help="move the champion alias to a round's registered model, by hand")
     p.add_argument("round", help="round key, e.g. 0002-movies")
     p.set_defaults(func=cmd_promote)

@@ -1,10 +1,15 @@
 """A labelled text file becomes a registered arrival: validated, de-duplicated, split, tracked by DVC.
 
 Every check runs on the file in memory before anything is written, so a rejected file leaves the workspace
-exactly as it was. Once writing starts, a failure undoes what was written (`_Undo`).
+exactly as it was. Once writing starts, a failure undoes what was written (`_Undo`), and a journal
+(.continual/ingest-journal.json) records what the undo needs: an ingest killed half way (SIGKILL, power loss:
+no undo runs) is rolled back, or finished if it had already registered the arrival, by the next ingest or by
+`continual repair` (``recover_interrupted_ingest``). Until then `continual verify` lets the half-written
+arrival be, so `dvc repro` is not blocked by it.
 """
 from __future__ import annotations
 
+import base64
 import codecs
 import csv
 import dataclasses
@@ -18,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from continual.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic
-from continual.workspace import ARRIVAL_NAME, Workspace
+from continual.workspace import ARRIVAL_NAME, INGEST_JOURNAL, Workspace
 
 SPLITS = ("train", "test")
 JSONL_SUFFIXES = {".jsonl", ".json-lines", ".ndjson"}
@@ -103,21 +109,101 @@ def ingest_file(ws: Workspace, source: Path, name: str, params: dict[str, Any]) 
     """Validate ``source`` and register it as the next arrival ``<NNNN>-<name>`` (raises ArrivalError).
 
     Ingests into one workspace run one at a time: a second waits for the first to finish, then sees its
-    arrival (its key, its texts for de-duplication)."""
+    arrival (its key, its texts for de-duplication). An earlier ingest that was killed half way is rolled
+    back (or finished) first, and said so on stderr."""
     with _one_ingest_at_a_time(ws):
+        note = recover_interrupted_ingest(ws)
+        if note:
+            print(f"continual ingest: {note}", file=sys.stderr)
         return _ingest(ws, Path(source), name, params)
 
 
 @contextmanager
-def _one_ingest_at_a_time(ws: Workspace) -> Iterator[None]:
+def _one_ingest_at_a_time(ws: Workspace, wait: bool = True) -> Iterator[bool]:
     """An advisory lock on the workspace folder itself: no lock file, so a rejected arrival still leaves
-    the workspace byte for byte as it was. Released when the process ends, however it ends."""
+    the workspace byte for byte as it was. Released when the process ends, however it ends. Yields False
+    (without the lock) if ``wait`` is off and another ingest holds it."""
     fd = os.open(ws.root, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
+
+
+def interrupted_ingest(ws: Workspace) -> dict | None:
+    """The journal of an ingest that was killed half way, if any (None while an ingest is running)."""
+    if not (ws.root / INGEST_JOURNAL).exists():
+        return None
+    with _one_ingest_at_a_time(ws, wait=False) as free:
+        return _read_journal(ws) if free else None  # held: the journal belongs to the ingest running now
+
+
+def recover_after_crash(ws: Workspace) -> str | None:
+    """`continual repair`'s part: ``recover_interrupted_ingest`` once no ingest runs."""
+    with _one_ingest_at_a_time(ws):
+        return recover_interrupted_ingest(ws)
+
+
+def recover_interrupted_ingest(ws: Workspace) -> str | None:
+    """Roll back what an ingest killed half way wrote, or finish it if it had already registered the arrival
+    in stream.yaml (only `git add` was left). The caller holds the ingest lock. Returns what was done."""
+    journal = _read_journal(ws)
+    if journal is None:
+        return None
+    key = journal["key"]
+    if key in ws.stream():  # the commit point had passed: stage the files, as the ingest would have
+        _unblock_git_index(ws, journal)
+        tracked = [ws.arrival_dvc_file(key), ws.arrivals_dir / ".gitignore", ws.stream_file]
+        _run(["git", "add", "--", *(str(p.relative_to(ws.root)) for p in tracked if p.exists())], ws.root)
+        done = f"finished registering {key}: the ingest that registered it was killed before `git add`"
+    else:
+        _Undo.from_journal(ws, journal)()
+        done = (f"rolled back {key}: its ingest (of {journal.get('source', '?')}) was killed half way; "
+                "nothing of it is left, ingest the file again")
+    for stray in [*ws.root.glob(".stream.yaml.*.tmp"), *ws.arrivals_dir.glob("..gitignore.*.tmp")]:
+        stray.unlink(missing_ok=True)  # write_atomic's temporary files, cut short by the kill
+    (ws.root / INGEST_JOURNAL).unlink(missing_ok=True)
+    return done
+
+
+def _read_journal(ws: Workspace) -> dict | None:
+    path = ws.root / INGEST_JOURNAL
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # written atomically, so never half written; but say so rather than guess
+        raise ArrivalError(f"{path}: not a journal continual wrote ({e}); move it away") from None
+
+
+def _unblock_git_index(ws: Workspace, journal: dict) -> None:
+    """git leaves .git/index.lock behind when it is killed, and every later `git add` then fails. Remove it
+    only if the killed ingest can have made it (newer than the journal) and no git process runs here."""
+    lock = ws.root / ".git" / "index.lock"
+    try:
+        made = lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if made < journal.get("started", float("inf")) or _git_running_in(ws.root):
+        return
+    lock.unlink(missing_ok=True)
+
+
+def _git_running_in(root: Path) -> bool:
+    import psutil  # a dependency of dvc
+
+    for process in psutil.process_iter(["name", "cwd"]):
+        try:
+            if process.info["name"] == "git" and process.info["cwd"] and Path(process.info["cwd"]) == root:
+                return True
+        except psutil.Error:
+            continue
+    return False
 
 
 def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> IngestReport:
@@ -157,7 +243,7 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
         ws.arrival_split_file(key, "test"): encode_jsonl(_plain(r) for r in test),
         ws.arrival_record_file(key): (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     }
-    _register(ws, key, files, old_keys)
+    _register(ws, key, files, old_keys, source)
     return IngestReport(
         key=key,
         source=source.name,
@@ -176,8 +262,15 @@ def verify_arrivals(ws: Workspace) -> None:
 
     A file copied in by hand would otherwise slip past validation, splitting and versioning.
     """
-    keys = ws.stream()
+    with _one_ingest_at_a_time(ws):  # an ingest running now (dvc repro runs us) finishes first
+        keys = ws.stream()
+        journal = _read_journal(ws)  # under the lock, a journal is an ingest that was killed half way
     expected = {ws.arrivals_dir / ".gitignore"}
+    if journal is not None:  # not copied in by hand: the next ingest or `continual repair` rolls it back
+        half = journal["key"]
+        print(f"continual verify: an ingest of {half} was killed half way; the next `continual ingest` or "
+              "`continual repair` rolls it back", file=sys.stderr)
+        expected |= {ws.arrival_dir(half), ws.arrival_dvc_file(half), *_tree(ws.arrival_dir(half))}
     for key in keys:
         expected |= {ws.arrival_dir(key), ws.arrival_dvc_file(key), ws.arrival_record_file(key)}
         expected |= {ws.arrival_split_file(key, split) for split in SPLITS}
@@ -493,6 +586,7 @@ class _Undo:
     """What registering an arrival may change, captured before it starts, so a failure can put it back.
 
     Not restored: DVC's own lock files under .dvc/tmp. The git index is only written by the last step.
+    Rolled back from the journal after a kill, the cache objects `dvc add` made stay (`dvc gc` drops them).
     """
 
     def __init__(self, ws: Workspace, key: str) -> None:
@@ -505,7 +599,22 @@ class _Undo:
             new_dir = new_dir.parent
         self.new_dir = new_dir
         self.cache = ws.root / ".dvc" / "cache"
-        self.cache_before = _tree(self.cache)
+        self.cache_before: set[Path] | None = _tree(self.cache)
+
+    @classmethod
+    def from_journal(cls, ws: Workspace, journal: dict) -> "_Undo":
+        undo = cls.__new__(cls)
+        undo.saved = {ws.root / rel: None if data is None else base64.b64decode(data)
+                      for rel, data in journal["saved"].items()}
+        undo.new_dir = ws.root / journal["new_dir"]
+        undo.cache, undo.cache_before = ws.root / ".dvc" / "cache", None
+        return undo
+
+    def journal(self, ws: Workspace, key: str, source: Path) -> dict:
+        return {"key": key, "source": str(source), "pid": os.getpid(), "started": time.time(),
+                "new_dir": self.new_dir.relative_to(ws.root).as_posix(),
+                "saved": {path.relative_to(ws.root).as_posix(): None if data is None else base64.b64encode(data).decode()
+                          for path, data in self.saved.items()}}
 
     def __call__(self) -> None:
         shutil.rmtree(self.new_dir, ignore_errors=True)
@@ -514,22 +623,33 @@ class _Undo:
                 path.unlink(missing_ok=True)
             elif not path.exists() or path.read_bytes() != content:
                 write_atomic(path, content)
+        if self.cache_before is None:
+            return
         # Objects `dvc add` put in the cache; reverse order removes files before their folders.
         for path in sorted(_tree(self.cache) - self.cache_before, reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
 
 
-def _register(ws: Workspace, key: str, files: dict[Path, bytes], old_keys: list[str]) -> None:
+def _register(ws: Workspace, key: str, files: dict[Path, bytes], old_keys: list[str], source: Path) -> None:
     undo = _Undo(ws, key)
+    journal = ws.root / INGEST_JOURNAL
+    made_folder = not journal.parent.exists()  # .continual/: a workspace made before `continual init` wrote it
+    journal.parent.mkdir(exist_ok=True)
+    write_atomic(journal, json.dumps(undo.journal(ws, key, source)).encode())  # first: a kill from here on is undone
     try:
         ws.arrival_dir(key).mkdir(parents=True)
         for path, data in files.items():
             write_atomic(path, data)
         arrival = str(ws.arrival_dir(key).relative_to(ws.root))
-        _run([_dvc_executable(), "add", arrival], ws.root)
-        write_atomic(ws.stream_file, ws.stream_text(old_keys + [key]).encode())
+        # --wait-for-lock: a `dvc repro` holds DVC's repo lock between its stages; wait rather than fail.
+        _run([_dvc_executable(), "--wait-for-lock", "add", arrival], ws.root)
+        write_atomic(ws.stream_file, ws.stream_text(old_keys + [key]).encode())  # the commit point
         tracked = [ws.arrival_dvc_file(key), ws.arrivals_dir / ".gitignore", ws.stream_file]
         _run(["git", "add", "--", *(str(p.relative_to(ws.root)) for p in tracked)], ws.root)
     except BaseException:
         undo()
+        journal.unlink(missing_ok=True)
+        if made_folder:
+            shutil.rmtree(journal.parent, ignore_errors=True)
         raise
+    journal.unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 Who moves the alias:
 
-- the gate (``promotion`` in params.yaml), run by the track stage (``track``) on the stream's newest round,
+- the gate (``promotion`` in params.yaml), run by the track stage (``track``) on the stream's newest round
+  that has finished (an arrival ingested during `dvc repro` has none yet),
   once per round version: an older round never displaces a newer champion, and a move made by hand is not
   undone by the next ``dvc repro``;
 - never a DVC experiment: under ``dvc exp run`` the round is logged and gated, but the alias is not moved
@@ -157,15 +158,20 @@ def track(ws: Workspace, params: dict[str, Any]) -> Decision | None:
 
 
 def gate_newest(ws: Workspace, params: dict[str, Any]) -> Decision | None:
-    """Gate the stream's newest round, once: a version that carries a decision is left alone, so a champion
-    chosen by hand since is not undone. Older rounds are never gated: they must not displace a newer one."""
+    """Gate the stream's newest finished round, once: a version that carries a decision is left alone, so a
+    champion chosen by hand since is not undone. Older rounds are never gated: they must not displace a newer one."""
     keys = ws.stream()
     if not keys or not params["tracking"].get("register_models", True):
         return None
-    key = keys[-1]
-    if not (ws.round_dir(key) / "metrics.json").exists():
-        print(f"promotion: round {key} has not run yet: nothing to gate")
+    finished = [k for k in keys if (ws.round_dir(k) / "metrics.json").exists()]
+    if not finished:
+        print(f"promotion: round {keys[-1]} has not run yet: nothing to gate")
         return None
+    # The newest finished round: an arrival ingested while `dvc repro` ran (its round not trained yet) must
+    # not leave the round this repro trained ungated. Nothing later has a model, so nothing newer is displaced.
+    key = finished[-1]
+    if key != keys[-1]:
+        print(f"promotion: round {keys[-1]} has not run yet; gating the newest round that has, {key}")
     with registry_lock(ws):
         client, experiment_id = tracking.connect(ws, params)
         name = params["tracking"]["registered_model"]

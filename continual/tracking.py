@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 KIND_TAG = "continual.kind"  # "lineage" | "round"
 LINEAGE_TAG = "continual.lineage"
 ROUND_HASH_TAG = "continual.round_hash"
+ABANDONED_TAG = "continual.abandoned"  # a round run whose logging was cut short; the round was logged again
+DECISION_TAG = "promotion.decision"  # as continual.promotion writes it (which imports this module)
 # What the served model needs, pinned to what trained it; listed by hand because MLflow's inference of
 # requirements imports every candidate package (torchvision included) and takes seconds.
 SERVED_PACKAGES = ("mlflow", "transformers", "torch", "tokenizers", "safetensors", "pandas")
@@ -163,6 +165,8 @@ def reconcile(ws: Workspace, params: dict[str, Any]) -> dict[str, str]:
         print("tracking: no finished round to log")
         return {}
     client, experiment_id = connect(ws, params)
+    for note in close_abandoned_runs(client, experiment_id, ws, params):
+        print(f"tracking: {note}")
     logged = {}
     for key in keys:
         folder = RoundFolder.read(ws, key)
@@ -178,6 +182,49 @@ def reconcile(ws: Workspace, params: dict[str, Any]) -> dict[str, str]:
                 client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
     print(f"tracking: {len(keys)} rounds in the stream, {len(logged)} were missing from MLflow and are now logged")
     return logged
+
+
+def close_abandoned_runs(client: "MlflowClient", experiment_id: str, ws: Workspace, params: dict[str, Any]) -> list[str]:
+    """Close what a track stage killed half way left open in this workspace's lineages; one note each.
+
+    - a run still RUNNING that had finished its work (a lineage run, or a round run that carries its round
+      hash, written last) -> FINISHED;
+    - a round run without its round hash (RUNNING after a kill, FAILED after an outage) was never complete:
+      ``reconcile`` logs that round again, so this run is tagged ``continual.abandoned``, ended FAILED, and
+      the model version it may have registered is marked refused by the gate, never to be gated or served.
+
+    Call it holding the registry lock (the track stage does): in one workspace no other process logs meanwhile.
+    """
+    mine = f"tags.`{LINEAGE_TAG}` LIKE '%:{ws.identity[:12]}'"
+    runs = [run for status in ("RUNNING", "FAILED")
+            for run in client.search_runs([experiment_id], f"{mine} and attributes.status = '{status}'",
+                                          max_results=1000)]
+    name = params["tracking"]["registered_model"]
+    notes = []
+    for run in runs:
+        tags, run_id = run.data.tags, run.info.run_id
+        complete = tags.get(KIND_TAG) == "lineage" or ROUND_HASH_TAG in tags
+        if complete:
+            if run.info.status == "RUNNING":
+                client.set_terminated(run_id, "FINISHED")
+                notes.append(f"closed run {run_id} ({run.info.run_name}), left RUNNING by a killed track stage")
+            continue
+        if ABANDONED_TAG in tags:
+            continue
+        versions = (client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+                    if params["tracking"].get("register_models", True) else [])
+        reason = (f"abandoned: the track stage logging round {tags.get('continual.round_key', '?')} was cut short "
+                  f"(run {run_id}); the round was logged again in a run of its own")
+        for version in versions:
+            if DECISION_TAG not in version.tags:
+                client.set_model_version_tag(name, version.version, "promotion.reasons", reason)
+                client.set_model_version_tag(name, version.version, DECISION_TAG, "refused")
+        if run.info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
+        client.set_tag(run_id, ABANDONED_TAG, reason)
+        shown = f", its model version{'s' if len(versions) > 1 else ''} {', '.join(str(v.version) for v in versions)} refused" if versions else ""
+        notes.append(f"run {run_id} ({run.info.run_name}) was cut short: marked abandoned{shown}")
+    return notes
 
 
 # -- logging one round ------------------------------------------------------------------------------------
@@ -233,6 +280,9 @@ def _lineage_run(client: "MlflowClient", experiment_id: str, ws: Workspace, info
     query = f"tags.`{KIND_TAG}` = 'lineage' and tags.`{LINEAGE_TAG}` = '{line}'"
     found = client.search_runs([experiment_id], query, max_results=1)
     if found:
+        if not found[0].data.params:  # created, then killed before its params were logged
+            client.log_batch(found[0].info.run_id,
+                             params=[Param(name, value) for name, value in _flatten(info["params"]).items()])
         return found[0].info.run_id
     tags = {KIND_TAG: "lineage", LINEAGE_TAG: line, "continual.strategy": info["strategy"],
             "continual.workspace": str(ws.root)}

@@ -7,6 +7,11 @@
                                                   metrics.json, round.json)
     metrics/0001-NAME.json                       (the round's metrics, for `dvc metrics`)
     reports/                                     (accuracy matrix and curves, for `dvc plots`)
+    .continual/ingest-journal.json               (only while an ingest writes, or after one was killed)
+    .continual/finished-round/                   (hard links to the last round `continual round` finished)
+
+Crash damage (``crash_damage``, ``repair``): what a process killed half way leaves behind that would block
+the next command, and how `continual repair` puts it right.
 """
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +32,10 @@ import yaml
 ARRIVAL_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 VERIFIED_MARKER = ".continual/verified"
 ID_FILE = ".continual/workspace_id"  # a uuid: MLflow lineages survive moving the workspace
+INGEST_JOURNAL = ".continual/ingest-journal.json"  # what an ingest writing now would undo (continual.ingest)
+FINISHED_ROUND = ".continual/finished-round"  # the last round `continual round` finished, as hard links
+ROUND_PARAMS = ("seed", "model", "train", "strategy")  # what a round depends on: continual.round's, dvc.yaml's
+REPAIR_HINT = "repair: run `continual repair`, then `dvc repro`"
 
 
 @dataclass(frozen=True)
@@ -140,12 +151,32 @@ class Workspace:
         (dvc_data's ``Tree.as_bytes``). It equals the md5 that ``dvc.lock`` records for the round's arrival
         dependency, and the ``.dvc`` file's as long as the arrival is as ingested; an edited arrival gets a
         new hash, where the ``.dvc`` file would still hold the old one. "" when the folder is missing."""
-        folder = self.arrival_dir(key)
-        if not folder.is_dir():
-            return ""
-        entries = sorted(({"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
-                          for path in folder.rglob("*") if path.is_file()), key=lambda entry: entry["relpath"])
-        return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+        return dir_hash(self.arrival_dir(key))
+
+    def round_inputs(self, key: str, params: dict) -> dict:
+        """Everything a round's result depends on, as DVC sees it: the arrival's content, the round params
+        and the parent round's content (its round hash: metrics.json and round.json)."""
+        prev = self.previous_key(key)
+        parent = self.round_dir(prev) if prev else None
+        parent_hash = (hashlib.sha256((parent / "metrics.json").read_bytes() + (parent / "round.json").read_bytes())
+                       .hexdigest() if parent is not None and (parent / "metrics.json").exists() else None)
+        inputs = {"key": key, "data_hash": self.arrival_hash(key), "parent": prev, "parent_hash": parent_hash,
+                  "params": {name: params[name] for name in ROUND_PARAMS}}
+        return json.loads(json.dumps(inputs))  # a copy, as it reads back from inputs.json
+
+    def round_temp_dirs(self) -> list[Path]:
+        """``rounds/.KEY.tmp-PID``: a round being written, or one whose process was killed while writing it."""
+        return sorted(self.rounds_dir.glob(".*.tmp-*")) if self.rounds_dir.is_dir() else []
+
+
+def dir_hash(folder: Path) -> str:
+    """A folder's content hash as DVC 3 computes it: ``<md5>.dir``, the md5 of the JSON list of
+    ``{"md5", "relpath"}`` sorted by relpath (dvc_data's ``Tree.as_bytes``); "" when the folder is missing."""
+    if not folder.is_dir():
+        return ""
+    entries = sorted(({"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
+                      for path in folder.rglob("*") if path.is_file()), key=lambda entry: entry["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def _file_md5(path: Path) -> str:
@@ -219,3 +250,196 @@ def create_workspace(root: str | Path) -> Workspace:
     run("git", "add", "dvc.yaml", "params.yaml", "stream.yaml", ".gitignore", ".dvc", "data/arrivals/.gitignore",
         ID_FILE)
     return ws
+
+
+# -- crashes ---------------------------------------------------------------------------------------------
+# A round's folder is renamed into place when it is whole, but DVC records it (hashes it, copies it into its
+# cache and run cache, rewrites dvc.lock) only after `continual round` has exited. A kill in between leaves
+# a complete round that DVC does not know: the next `dvc repro` deletes it (DVC removes a stage's outputs
+# before it runs the stage) and trains it again. So `continual round` keeps hard links to the round it just
+# finished, and when DVC asks for the same round again with the same inputs, and has no record of that
+# output, it puts the round back instead of training it (``restore_finished_round``).
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_round_temps(ws: Workspace) -> list[Path]:
+    """``rounds/.KEY.tmp-PID`` folders whose writer is no longer running: never a round, only waste."""
+    dead = []
+    for folder in ws.round_temp_dirs():
+        pid = folder.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            dead.append(folder)
+    return dead
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:  # another filesystem, or none with hard links: a copy
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def keep_finished_round(ws: Workspace, key: str, inputs: dict) -> None:
+    """Hard-link the round just written (and its metrics file) into .continual/finished-round/, replacing the
+    round kept before. Costs no space while DVC's copies are the same files."""
+    slot = ws.root / FINISHED_ROUND
+    tmp = slot.with_name(f".{slot.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _link_tree(ws.round_dir(key), tmp / "round")
+    metrics = ws.round_metrics_file(key)
+    if metrics.exists():
+        shutil.copy2(metrics, tmp / "metrics.json")
+    record = {**inputs, "output_hash": dir_hash(tmp / "round")}
+    (tmp / "inputs.json").write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
+    old = slot.with_name(f".{slot.name}.old-{os.getpid()}")
+    if slot.exists():
+        os.replace(slot, old)
+    os.replace(tmp, slot)
+    shutil.rmtree(old, ignore_errors=True)
+    for stale in slot.parent.glob(f".{slot.name}.*"):  # left by a `continual round` killed while keeping one
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def restore_finished_round(ws: Workspace, key: str, inputs: dict) -> bool:
+    """Put back the kept round ``key`` if it was trained from exactly ``inputs`` and DVC has no record of
+    that output (a kill came after the round was written and before DVC recorded it). With a record, DVC
+    runs the stage again on purpose (`dvc repro -f`, an edited output): train. True if restored."""
+    slot = ws.root / FINISHED_ROUND
+    try:
+        kept = json.loads((slot / "inputs.json").read_text())
+    except (OSError, ValueError):
+        return False
+    output_hash = kept.pop("output_hash", None)
+    if kept != inputs or not output_hash or ws.round_dir(key).exists():
+        return False
+    if output_hash in _locked_outputs(ws, key):
+        return False
+    tmp = ws.round_dir(key).with_name(f".{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _link_tree(slot / "round", tmp)
+    if dir_hash(tmp) != output_hash:  # a kept file changed since: do not trust it
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    os.replace(tmp, ws.round_dir(key))
+    if (slot / "metrics.json").exists():
+        ws.metrics_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(slot / "metrics.json", ws.round_metrics_file(key))
+    return True
+
+
+def _locked_outputs(ws: Workspace, key: str) -> set[str]:
+    """The md5s dvc.lock records for rounds/KEY (none when the file is missing or unreadable)."""
+    import yaml
+
+    try:
+        stage = ((yaml.safe_load((ws.root / "dvc.lock").read_text()) or {}).get("stages") or {}).get(f"round@{key}")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return set()
+    outs = (stage or {}).get("outs") or []
+    return {out.get("md5", "") for out in outs if isinstance(out, dict) and out.get("path") == f"rounds/{key}"}
+
+
+# dvc 3.67 rewrites dvc.lock in place (dvc/utils/serialize/_common.py, ``_dump_data`` opens it with "w+"),
+# and .dvc/tmp/rwlock too (dvc/rwlock.py, ``_edit_rwlock``): a kill in the middle leaves an empty or cut
+# file, and every later dvc command fails on it ("'./dvc.lock' validation failed", "Unable to read
+# RWLock-file '.dvc/tmp/rwlock'. JSON structure is corrupted"). Upstream: treeverse/dvc#7615 (a stuck
+# repository after an interrupted run: the corrupted rwlock) and #6097 (the rwlock update is not atomic).
+def crash_damage(ws: Workspace) -> list[str]:
+    """One line for each thing a killed process left that blocks or litters the workspace."""
+    found = []
+    problem = _dvc_lock_problem(ws)
+    if problem:
+        found.append(f"dvc.lock is damaged ({problem}): a dvc process was killed while rewriting it")
+    rwlock = ws.root / ".dvc" / "tmp" / "rwlock"
+    if rwlock.exists() and _unreadable_json(rwlock):
+        found.append(".dvc/tmp/rwlock is damaged (not JSON): a dvc process was killed while rewriting it")
+    for folder in dead_round_temps(ws):
+        found.append(f"{folder.relative_to(ws.root)}: a round folder whose writer was killed")
+    return found
+
+
+def dvc_processes(root: Path) -> list[int]:
+    """Pids of dvc commands running in ``root`` (their working folder)."""
+    import psutil  # a dependency of dvc
+
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmdline, cwd = process.info["cmdline"] or [], process.info["cwd"]
+            if cwd and Path(cwd) == root and any(Path(arg).name == "dvc" for arg in cmdline[:2]):
+                found.append(process.info["pid"])
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def repair(ws: Workspace) -> list[str]:
+    """Put right what ``crash_damage`` finds; one line per repair. Run it with no dvc command running."""
+    done = []
+    problem = _dvc_lock_problem(ws)
+    if problem:
+        kept = ws.root / ".continual" / f"dvc.lock.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        kept.parent.mkdir(exist_ok=True)
+        os.replace(ws.root / "dvc.lock", kept)
+        done.append(f"moved the damaged dvc.lock ({problem}) to {kept.relative_to(ws.root)}: `dvc repro` rebuilds "
+                    "it, taking every round it had recorded from DVC's run cache, none retrained")
+    rwlock = ws.root / ".dvc" / "tmp" / "rwlock"
+    if rwlock.exists() and _unreadable_json(rwlock):
+        rwlock.unlink()
+        done.append("removed the damaged .dvc/tmp/rwlock (DVC's record of running stages; none is running)")
+    for folder in dead_round_temps(ws):
+        shutil.rmtree(folder, ignore_errors=True)
+        done.append(f"removed {folder.relative_to(ws.root)} (half written by a killed round)")
+    return done
+
+
+def _unreadable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _dvc_lock_problem(ws: Workspace) -> str:
+    """Why DVC cannot read dvc.lock, or "" (also when there is none)."""
+    import yaml
+
+    path = ws.root / "dvc.lock"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as error:
+        return str(error)
+    if not text.strip():
+        return "empty"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        return f"not YAML: {str(error).splitlines()[0]}"
+    if not isinstance(data, dict):
+        return "not a mapping"
+    try:
+        from dvc.schema import COMPILED_LOCKFILE_SCHEMA  # what dvc checks it against
+    except ImportError:
+        return "" if isinstance(data.get("stages", {}), dict) else "no stages"
+    try:
+        COMPILED_LOCKFILE_SCHEMA(data)
+    except Exception as error:  # noqa: BLE001 - voluptuous.Invalid and its kin
+        return f"fails DVC's schema: {str(error)[:120]}"
+    return ""

@@ -166,6 +166,233 @@ def test_jsonl_nested_too_deeply_is_a_refusal_naming_the_line_not_a_recursion_er
         list(parse_lines(text, tmp_path / "deep.jsonl"))
 
 
+def _ingest_killed_at(ws: Workspace, source: Path, name: str, step: str) -> subprocess.CompletedProcess:
+    """`continual ingest` in a child process that SIGKILLs itself right after `dvc add` ("after-dvc-add") or
+    right before `git add` ("before-git-add"): no undo runs, as after kill -9."""
+    code = (
+        "import os, signal, sys\n"
+        "from continual import cli, ingest\n"
+        "real = ingest._run\n"
+        "def run(cmd, cwd):\n"
+        f"    if {step!r} == 'before-git-add' and cmd[0] == 'git':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(cmd, cwd)\n"
+        f"    if {step!r} == 'after-dvc-add' and 'add' in cmd and cmd[0] != 'git':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ingest._run = run\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-c", code, "-C", str(ws.root), "ingest", str(source), "--name", name],
+                          capture_output=True, text=True, env=env)
+
+
+def test_an_ingest_killed_half_way_blocks_nothing_and_is_rolled_back(tmp_path, capsys):
+    ws = make_workspace(tmp_path / "ws")
+    source = clean_arrival(tmp_path / "one.csv", "one")
+    before = snapshot(ws.root)
+    assert _ingest_killed_at(ws, source, "one", "after-dvc-add").returncode == -9
+    assert ws.arrival_dir("0001-one").is_dir() and ws.stream() == []  # half registered
+    assert (ws.root / ".continual" / "ingest-journal.json").exists()
+
+    ingest.verify_arrivals(ws)  # dvc repro's first stage is not blocked by it (it says so)
+    assert "an ingest of 0001-one was killed half way" in capsys.readouterr().err
+    assert cli.main(["-C", str(ws.root), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "an ingest of 0001-one (from " in out and "repair: run `continual repair`, then `dvc repro`" in out
+
+    assert cli.main(["-C", str(ws.root), "repair"]) == 0
+    assert "repaired: rolled back 0001-one" in capsys.readouterr().out
+    after = snapshot(ws.root, skip=(".dvc/cache", ".dvc/tmp", ".continual"))
+    assert after == {k: v for k, v in before.items() if not k.startswith((".dvc/cache", ".dvc/tmp"))}
+
+    assert _ingest_killed_at(ws, source, "one", "after-dvc-add").returncode == -9
+    code, out, err = ingest_cli(capsys, ws, source, "one")  # the user's retry: rolls back, then ingests
+    assert code == 0 and "rolled back 0001-one" in err and ws.stream() == ["0001-one"]
+    assert not (ws.root / ".continual" / "ingest-journal.json").exists()
+    ingest.verify_arrivals(ws)
+
+
+def test_an_ingest_killed_after_registering_is_finished_not_undone(tmp_path, capsys):
+    ws = make_workspace(tmp_path / "ws")
+    source = clean_arrival(tmp_path / "one.csv", "one")
+    assert _ingest_killed_at(ws, source, "one", "before-git-add").returncode == -9
+    assert ws.stream() == ["0001-one"]  # stream.yaml was written: the arrival is registered
+    assert "data/arrivals/0001-one.dvc" not in subprocess.run(["git", "ls-files"], cwd=ws.root, capture_output=True,
+                                                               text=True).stdout
+    code, _, err = ingest_cli(capsys, ws, clean_arrival(tmp_path / "two.csv", "two"), "two")
+    assert code == 0 and "finished registering 0001-one" in err
+    staged = subprocess.run(["git", "ls-files"], cwd=ws.root, capture_output=True, text=True).stdout.split()
+    assert {"data/arrivals/0001-one.dvc", "data/arrivals/0002-two.dvc", "stream.yaml"} <= set(staged)
+
+
+def _fake_round(ws: Workspace, key: str, salt: str) -> None:
+    folder = ws.round_dir(key)
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "weights.bin").write_bytes(salt.encode() * 100)
+    (folder / "metrics.json").write_text(json.dumps({"salt": salt}))
+    (folder / "round.json").write_text(json.dumps({"key": key}))
+    ws.metrics_dir.mkdir(exist_ok=True)
+    ws.round_metrics_file(key).write_text(json.dumps({"avg_acc": 0.5}))
+
+
+def test_a_round_finished_before_dvc_recorded_it_is_restored_not_retrained(tmp_path):
+    from continual import workspace as layout
+
+    ws = Workspace.at(tmp_path)
+    ws.stream_file.write_text(ws.stream_text(["0001-a"]))
+    ws.arrival_dir("0001-a").mkdir(parents=True)
+    (ws.arrival_dir("0001-a") / "train.jsonl").write_text('{"text": "x", "label": "y"}\n')
+    params = load_params()
+    inputs = ws.round_inputs("0001-a", params)
+    _fake_round(ws, "0001-a", "trained")
+    layout.keep_finished_round(ws, "0001-a", inputs)
+    kept = snapshot(ws.round_dir("0001-a"))
+    output_hash = layout.dir_hash(ws.round_dir("0001-a"))
+
+    # dvc was killed before recording the round; the next `dvc repro` deletes the outputs and runs the stage:
+    import shutil
+
+    shutil.rmtree(ws.round_dir("0001-a"))
+    ws.round_metrics_file("0001-a").unlink()
+    assert layout.restore_finished_round(ws, "0001-a", inputs)
+    assert snapshot(ws.round_dir("0001-a")) == kept and ws.round_metrics_file("0001-a").exists()
+
+    # other inputs (an edited arrival, other params): trained
+    shutil.rmtree(ws.round_dir("0001-a"))
+    edited = {**inputs, "data_hash": "other.dir"}
+    assert not layout.restore_finished_round(ws, "0001-a", edited)
+    params["train"]["lr"] = 0.5
+    assert not layout.restore_finished_round(ws, "0001-a", ws.round_inputs("0001-a", params))
+    # dvc recorded exactly this output and runs the stage anyway (`dvc repro -f`): trained
+    (ws.root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"round@0001-a": {
+        "cmd": "continual round 0001-a", "outs": [{"path": "rounds/0001-a", "md5": output_hash}]}}}))
+    assert not layout.restore_finished_round(ws, "0001-a", inputs)
+    (ws.root / "dvc.lock").unlink()
+    assert layout.restore_finished_round(ws, "0001-a", inputs)
+
+
+def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
+    from continual import workspace as layout
+
+    ws = Workspace.at(tmp_path)
+    dead = ws.rounds_dir / ".0001-a.tmp-999999999"  # no such pid
+    live = ws.rounds_dir / f".0001-a.tmp-{os.getpid()}"
+    dead.mkdir(parents=True)
+    live.mkdir()
+    assert layout.dead_round_temps(ws) == [dead]
+    assert any("a round folder whose writer was killed" in line for line in layout.crash_damage(ws))
+    layout.repair(ws)
+    assert not dead.exists() and live.exists()
+
+
+@pytest.mark.parametrize("damage", ["", "schema: '2.0'\nstages:\n  verify:\n    cm", "schema: '2.0'\nstages: {ver"])
+def test_a_dvc_lock_cut_short_by_a_kill_is_found_and_moved_aside(tmp_path, damage):
+    from continual import workspace as layout
+
+    ws = Workspace.at(tmp_path)
+    (ws.root / "dvc.lock").write_text(damage)
+    (ws.root / ".dvc" / "tmp").mkdir(parents=True)
+    (ws.root / ".dvc" / "tmp" / "rwlock").write_text('{"read": {"a": [{"pid"')
+    found = layout.crash_damage(ws)
+    assert any(line.startswith("dvc.lock is damaged") for line in found)
+    assert any(line.startswith(".dvc/tmp/rwlock is damaged") for line in found)
+    done = layout.repair(ws)
+    assert not (ws.root / "dvc.lock").exists() and not (ws.root / ".dvc" / "tmp" / "rwlock").exists()
+    assert len(done) == 2 and layout.crash_damage(ws) == []
+    # Cut between two stages, the file is still one DVC reads (the missing stages rerun or come from the run
+    # cache): not damage.
+    (ws.root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  verify:\n    cmd: continual verify\n")
+    assert layout.crash_damage(ws) == []
+
+
+def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_version(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch):
+    import mlflow
+    from test_tracking import ROWS, write_stream
+
+    from continual import promotion, tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:2], ["tweets", "movies"])
+    params = load_params(ws.params_file)
+    tracking.log_round(ws, "0001-tweets", params)
+    client, experiment_id = tracking.connect(ws, params)
+    name = params["tracking"]["registered_model"]
+    # What a kill leaves in the middle of _log: round 2's run RUNNING, its model registered, no round hash.
+    folder = tracking.RoundFolder.read(ws, "0002-movies")
+    line = tracking.lineage(ws, folder.info)
+    run_id = client.create_run(experiment_id, run_name="0002-movies", tags={
+        tracking.KIND_TAG: "round", tracking.LINEAGE_TAG: line, "continual.round_key": "0002-movies"}).info.run_id
+    with mlflow.start_run(run_id=run_id):
+        killed = tracking.log_pooled_model(folder.path / "model", registered_model_name=name)
+    client.update_run(run_id, status="RUNNING")  # as SIGKILL leaves it: the with-block never ended
+    lineage_run = client.create_run(experiment_id, run_name="half-made lineage", tags={
+        tracking.KIND_TAG: "lineage", tracking.LINEAGE_TAG: line.replace(line.split(":")[1], "0" * 12)}).info.run_id
+
+    promotion.track(ws, params)  # the next dvc repro's track stage
+
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert "abandoned" in client.get_run(run_id).data.tags[tracking.ABANDONED_TAG]
+    assert client.get_run(lineage_run).info.status == "FINISHED"
+    orphan = client.get_model_version(name, killed.registered_model_version)
+    assert orphan.tags["promotion.decision"] == "refused" and "abandoned" in orphan.tags["promotion.reasons"]
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert all("promotion.decision" in v.tags for v in versions if str(v.version) != "1")  # v1: before any gate
+    assert not client.search_runs([experiment_id], "attributes.status = 'RUNNING'")
+    logged = tracking.find_round_run(client, experiment_id, ws, folder)
+    assert logged and logged != run_id  # logged again, once
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id == logged
+
+
+def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungated(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch, capsys):
+    from test_tracking import ROWS, write_stream
+
+    from continual import promotion, tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], ["tweets"])
+    ws.stream_file.write_text(ws.stream_text(["0001-tweets", "0002-movies"]))  # ingested while the round trained
+    params = load_params(ws.params_file)
+    decision = promotion.track(ws, params)
+    assert decision is not None and decision.accepted
+    assert "round 0002-movies has not run yet; gating the newest round that has, 0001-tweets" in capsys.readouterr().out
+    client, _ = tracking.connect(ws, params)
+    assert client.get_model_version_by_alias(params["tracking"]["registered_model"], "champion").version == "1"
+
+
+def test_round_params_are_the_round_stages(tmp_path):
+    from continual import workspace as layout
+    from continual.round import ROUND_PARAMS
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "continual" / "template" / "dvc.yaml").read_text())
+    assert layout.ROUND_PARAMS == ROUND_PARAMS == tuple(stages["stages"]["round"]["do"]["params"])
+
+
+@pytest.fixture(scope="module")
+def service_client(tiny_model_dir):
+    from service import create_app
+    from service.app import shutdown
+
+    app = create_app({"model_uri": str(tiny_model_dir), "torch_threads": 1, "batching": False})
+    yield app.test_client()
+    shutdown(app)
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+@pytest.mark.parametrize("route", ["/predict", "/v2/models/classifier/infer"])
+def test_json_nested_thousands_deep_is_a_400_not_a_500(service_client, route, depth):
+    """schemathesis never nests this deep; benchmarks/chaos.py's fuzz section does, and got a 500
+    (RecursionError out of json.loads)."""
+    for body in ('{"texts": ' + "[" * depth + "]" * depth + "}", "[" * depth + "]" * depth):
+        answer = service_client.post(route, data=body, content_type="application/json")
+        assert answer.status_code == 400, answer.get_data(as_text=True)[:200]
+        assert answer.get_json() == {"error": "the request body is JSON nested too deeply to read"}
+    assert service_client.post(route, data="[" * 100 + "]" * 100).status_code == 422  # deep, but readable
+
+
 # -- EWC on a GPU ------------------------------------------------------------------------------------
 
 
