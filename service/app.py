@@ -1,10 +1,11 @@
 """Builds the app: config, metrics, the model holder (first load), the batcher, blueprints."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
 from service.api import about, admin, health, inference, metrics, v2
 from service.batching import MicroBatcher
@@ -43,9 +44,18 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = state
     register_error_handlers(app)
     register_body_drain(app)
+    app.after_request(_options_as_json)
     for module in (inference, v2, health, admin, metrics, about):
         app.register_blueprint(module.blueprint)
     return app
+
+
+def _options_as_json(response):
+    """Flask answers OPTIONS itself with an empty body; every answer of this service is JSON."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+        response.set_data(json.dumps({"allow": sorted(response.allow)}))
+        response.content_type = "application/json"
+    return response
 
 
 def shutdown(app: Flask) -> None:

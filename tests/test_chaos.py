@@ -393,6 +393,32 @@ def test_json_nested_thousands_deep_is_a_400_not_a_500(service_client, route, de
     assert service_client.post(route, data="[" * 100 + "]" * 100).status_code == 422  # deep, but readable
 
 
+def test_options_answers_json_like_every_other_route(service_client):
+    answer = service_client.options("/predict")
+    assert answer.status_code == 200 and answer.get_json() == {"allow": ["OPTIONS", "POST"]}
+    assert set(answer.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+
+
+def test_what_gunicorn_refuses_before_the_app_is_answered_in_json():
+    """A request line over limit_request_line: gunicorn writes the refusal itself, as HTML unless told."""
+    import socket
+
+    from gunicorn import util
+
+    from service import gunicorn_worker
+
+    assert util.write_error is gunicorn_worker.write_json_error
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        util.write_error(ours, 400, "Bad Request", "Request Line is too large (5024 > 4094)")
+        ours.shutdown(socket.SHUT_WR)
+        raw = theirs.makefile("rb").read()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request") and b"Content-Type: application/json" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert json.loads(body) == {"error": "Request Line is too large (5024 > 4094)"}
+
+
 # -- EWC on a GPU ------------------------------------------------------------------------------------
 
 
