@@ -367,9 +367,43 @@ def crash_damage(ws: Workspace) -> list[str]:
     rwlock = ws.root / ".dvc" / "tmp" / "rwlock"
     if rwlock.exists() and _unreadable_json(rwlock):
         found.append(".dvc/tmp/rwlock is damaged (not JSON): a dvc process was killed while rewriting it")
+    stale = _stale_rwlock_entries(rwlock)[1]
+    if stale:
+        found.append(f".dvc/tmp/rwlock holds {stale} entries of dvc processes that were killed (DVC drops one only "
+                     "when a command needs its path; should the pid be reused, that command would be refused)")
     for folder in dead_round_temps(ws):
         found.append(f"{folder.relative_to(ws.root)}: a round folder whose writer was killed")
     return found
+
+
+def _stale_rwlock_entries(path: Path) -> tuple[dict | None, int]:
+    """(the rwlock without the entries of dead dvc processes, how many there were); (None, 0) if unreadable."""
+    import psutil  # a dependency of dvc
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, 0
+
+    def live(info) -> bool:
+        try:
+            return "dvc" in " ".join(psutil.Process(int(info["pid"])).cmdline())  # not a reused pid
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            return False
+
+    stale, kept = 0, {}
+    for mode, paths in (data or {}).items():
+        if not isinstance(paths, dict):
+            kept[mode] = paths
+            continue
+        kept[mode] = {}
+        for locked, infos in paths.items():
+            many = isinstance(infos, list)
+            alive = [info for info in (infos if many else [infos]) if live(info)]
+            stale += (len(infos) if many else 1) - len(alive)
+            if alive:
+                kept[mode][locked] = alive if many else alive[0]
+    return kept, stale
 
 
 def dvc_processes(root: Path) -> list[int]:
@@ -401,6 +435,12 @@ def repair(ws: Workspace) -> list[str]:
     if rwlock.exists() and _unreadable_json(rwlock):
         rwlock.unlink()
         done.append("removed the damaged .dvc/tmp/rwlock (DVC's record of running stages; none is running)")
+    kept, stale = _stale_rwlock_entries(rwlock)
+    if stale:
+        from continual.jsonl import write_atomic
+
+        write_atomic(rwlock, json.dumps(kept).encode())
+        done.append(f"dropped {stale} entries of killed dvc processes from .dvc/tmp/rwlock")
     for folder in dead_round_temps(ws):
         shutil.rmtree(folder, ignore_errors=True)
         done.append(f"removed {folder.relative_to(ws.root)} (half written by a killed round)")

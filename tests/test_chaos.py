@@ -300,6 +300,13 @@ def test_a_dvc_lock_cut_short_by_a_kill_is_found_and_moved_aside(tmp_path, damag
     done = layout.repair(ws)
     assert not (ws.root / "dvc.lock").exists() and not (ws.root / ".dvc" / "tmp" / "rwlock").exists()
     assert len(done) == 2 and layout.crash_damage(ws) == []
+    # A killed `dvc repro` leaves its entries behind; a reused pid would then block the next command.
+    (ws.root / ".dvc" / "tmp" / "rwlock").write_text(json.dumps({"read": {
+        "params.yaml": [{"pid": 999999999, "cmd": "dvc repro"}], "rounds/0001-a": [{"pid": 1, "cmd": "dvc repro"}]},
+        "write": {"rounds/0002-b": {"pid": 999999998, "cmd": "dvc repro"}}}))
+    assert any("holds 3 entries of dvc processes that were killed" in line for line in layout.crash_damage(ws))
+    assert any("dropped 3 entries" in line for line in layout.repair(ws))
+    assert json.loads((ws.root / ".dvc" / "tmp" / "rwlock").read_text()) == {"read": {}, "write": {}}
     # Cut between two stages, the file is still one DVC reads (the missing stages rerun or come from the run
     # cache): not damage.
     (ws.root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  verify:\n    cmd: continual verify\n")
