@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench bench-quick bench-serve clean
+.PHONY: venv demo test bench bench-quick bench-serve chaos clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,12 @@ clean:
 
 bench-serve: $(STAMP)
 	$(PY) benchmarks/serve_bench.py --seconds 15
+
+# Issue 10's chaos suite (docs/benchmarks.md, "Chaos"): hostile arrivals, kill -9 at random points, an ingest
+# during dvc repro, MLflow down, a serving soak with hot swaps and a killed worker, fuzzing. Tiny model,
+# loopback only; JSON and the table land in bench/chaos. CHAOS_ARGS passes options, e.g. --soak-seconds 600.
+chaos: $(STAMP)
+	CONTINUAL_THREADS=1 $(PY) benchmarks/chaos.py $(CHAOS_ARGS)
 
 # Benchmarks on the real streams (docs/benchmarks.md). One torch thread: on a shared 2-core machine two
 # threads per process slow everything down. JSON and PNG land in bench/quick or bench/full (git-ignored).
