@@ -35,6 +35,11 @@ def cmd_ingest(args) -> int:
     try:
         report = ingest_file(ws, Path(args.file), args.name, params)
     except RuntimeError as error:  # dvc add / git add failed; ingest has rolled back what it wrote
+        damage = _crash_damage(ws)  # e.g. a dvc.lock a killed `dvc repro` left empty: dvc add reads it too
+        if damage:
+            from continual.workspace import REPAIR_HINT
+
+            raise ValueError("\n".join([str(error), *damage, REPAIR_HINT])) from error
         raise ValueError(str(error)) from error
     print(report.summary())
     print("next: dvc repro")

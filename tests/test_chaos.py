@@ -226,6 +226,20 @@ def test_an_ingest_killed_after_registering_is_finished_not_undone(tmp_path, cap
     assert {"data/arrivals/0001-one.dvc", "data/arrivals/0002-two.dvc", "stream.yaml"} <= set(staged)
 
 
+def test_an_ingest_refused_by_dvc_because_of_crash_damage_says_how_to_repair(tmp_path, capsys):
+    ws = make_workspace(tmp_path / "ws")
+    (ws.root / "dvc.lock").write_text("")  # a `dvc repro` killed while rewriting it
+    before = snapshot(ws.root, skip=(".dvc/tmp",))
+    code, _, err = ingest_cli(capsys, ws, clean_arrival(tmp_path / "one.csv", "one"), "one")
+    assert code == 2 and "dvc.lock' validation failed" in err
+    assert "dvc.lock is damaged (empty)" in err and "repair: run `continual repair`, then `dvc repro`" in err
+    assert snapshot(ws.root, skip=(".dvc/tmp",)) == before  # rolled back, journal included
+    assert cli.main(["-C", str(ws.root), "repair"]) == 0
+    capsys.readouterr()
+    code, _, err = ingest_cli(capsys, ws, clean_arrival(tmp_path / "one.csv", "one"), "one")
+    assert code == 0, err
+
+
 def _fake_round(ws: Workspace, key: str, salt: str) -> None:
     folder = ws.round_dir(key)
     (folder / "model").mkdir(parents=True)
