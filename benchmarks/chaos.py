@@ -179,16 +179,23 @@ def section_hostile(args, ctx: dict) -> dict:
     return result
 
 
+# Forked from a small parent: Linux carries the forking process's RSS high-water mark into the child's
+# ru_maxrss across exec, so forking the command from this process (torch loaded) would report ~900 MB for
+# anything. The wrapper is a fresh small python; what it forks starts from its few MB.
+_PEAK_RSS = ("import os, subprocess, sys\n"
+             "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+             "_, status, usage = os.wait4(p.pid, 0)\n"
+             "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n")
+
+
 def peak_rss_run(cmd: list, cwd: Path) -> tuple[int, float, int, str]:
     """(exit code, seconds, peak RSS in bytes of the process and the children it waited for, stderr)."""
-    with tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        err.seek(0)
-        return proc.returncode, seconds, usage.ru_maxrss * 1024, err.read().decode(errors="replace")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *map(str, cmd)], cwd=cwd, env=ENV, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - started
+    code, maxrss = done.stdout.split()[-2:]
+    return int(code), seconds, int(maxrss) * 1024, done.stderr
 
 
 def big_file(make, case: dict, work: Path, tiny: Path) -> dict:
@@ -1190,6 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}")
+    args.out = args.out.resolve()  # workspaces are made from other folders
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     shutil.rmtree(work, ignore_errors=True)
