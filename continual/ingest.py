@@ -152,6 +152,8 @@ def recover_after_crash(ws: Workspace) -> str | None:
 def recover_interrupted_ingest(ws: Workspace) -> str | None:
     """Roll back what an ingest killed half way wrote, or finish it if it had already registered the arrival
     in stream.yaml (only `git add` was left). The caller holds the ingest lock. Returns what was done."""
+    for stray in (ws.root / INGEST_JOURNAL).parent.glob(f".{Path(INGEST_JOURNAL).name}.*.tmp"):
+        stray.unlink(missing_ok=True)  # a journal whose own atomic write was cut short: nothing began
     journal = _read_journal(ws)
     if journal is None:
         return None
