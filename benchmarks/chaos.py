@@ -523,6 +523,12 @@ class Auditor:
             if keys and champion.tags.get("round_hash") != current.get(keys[-1]):
                 problems.append(f"champion v{champion.version} is not the newest round {keys[-1]} "
                                 f"(it is {champion.tags.get('round_key')})")
+            from continual.promotion import _history
+
+            history = _history(self.client, MODEL_NAME)
+            if history[-1:] != [str(champion.version)]:
+                problems.append(f"champion v{champion.version} is not the last move of the recorded history "
+                                f"{history[-3:]} (rollback would skip it)")
             self._load(champion)
             found["champion_loads"] = True
         except Exception as error:  # noqa: BLE001 - every failure to load is the finding
@@ -609,9 +615,10 @@ def section_kill(args, ctx: dict) -> dict:
     kills = 0
     order: list[Target] = []
     campaign_started = time.perf_counter()
+    chosen = [t for t in TARGETS if not args.targets or t.name in args.targets.split(",")]
     while kills < args.kills:
         if not order:
-            order = TARGETS[:]
+            order = chosen[:]
             rng.shuffle(order)
         target = order.pop()
         record: dict[str, Any] = {"target": target.name}
@@ -1190,6 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "chaos")
     parser.add_argument("--keep-going", action="store_true", help="kill: continue after a stuck recovery")
+    parser.add_argument("--targets", default="", help="kill: only these targets (comma-separated names), e.g. "
+                        "alias-move,round-done; default: every one, in turn")
     parser.add_argument("--soak-clients", type=int, default=4, help="soak: concurrent clients")
     parser.add_argument("--fuzz-examples", type=int, default=25, help="fuzz: schemathesis examples per operation")
     args = parser.parse_args(argv)

@@ -223,6 +223,8 @@ def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decisi
             return decision
         if decision.accepted and not _same(champion, candidate):
             _move(client, ws, name, str(candidate.version), champion, f"gate, round {key}", "gate")
+        elif decision.accepted and _history(client, name)[-1:] != [str(candidate.version)]:
+            _record_interrupted_move(client, ws, name, str(candidate.version), f"gate, round {key}")
         # Last: a gate that failed half way (an outage, a concurrent move) is gated again by the next track.
         client.set_tag(candidate.run_id, "promotion.reasons", reasons)
         client.set_model_version_tag(name, candidate.version, "promotion.reasons", reasons)
@@ -371,6 +373,21 @@ def _committed(ws: Workspace) -> bool:
     except OSError:
         return False
     return done.returncode == 0
+
+
+def _record_interrupted_move(client: "MlflowClient", ws: Workspace, name: str, version: str, how: str) -> None:
+    """The alias already points at ``version`` but no move says so: a gate killed between moving the alias and
+    writing its record (``_move``). Write the record now, so history and rollback know the move."""
+    history = _history(client, name)
+    entry = {"kind": "gate", "from": history[-1] if history else "", "to": version,
+             "how": f"{how} (recorded after an interrupted move)", "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "workspace": ws.identity[:12]}
+    if not any(key.startswith(MOVE_TAG) for key in _model_tags(client, name)):
+        entry["base"] = history[-HISTORY_KEPT:]
+    client.set_registered_model_tag(name, f"{MOVE_TAG}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", json.dumps(entry))
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(_history(client, name)[-HISTORY_KEPT:]))
+    client.set_model_version_tag(name, version, "champion.how", entry["how"])
+    print(f"champion: {name} v{version} holds the alias, but its move was not recorded (interrupted): recorded now")
 
 
 def _move(client: "MlflowClient", ws: Workspace, name: str, version: str, expected: "ModelVersion | None",

@@ -384,6 +384,41 @@ def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungat
     assert client.get_model_version_by_alias(params["tracking"]["registered_model"], "champion").version == "1"
 
 
+def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tmp_path, tiny_model_dir,
+                                                                             monkeypatch, capsys):
+    from test_tracking import ROWS, write_round, write_stream
+
+    from continual import promotion, tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], ["tweets"])
+    params = load_params(ws.params_file)
+    promotion.track(ws, params)  # v1 champion, its move recorded
+    ws.stream_file.write_text(ws.stream_text(["0001-tweets", "0002-movies"]))
+    write_round(ws, ["0001-tweets", "0002-movies"], 1, ROWS, tiny_model_dir,
+                {k: params[k] for k in ("seed", "model", "train", "strategy")})
+    client, _ = tracking.connect(ws, params)
+    name = params["tracking"]["registered_model"]
+
+    def killed(*args, **kwargs):  # the kill lands right after the alias moved: no record, no decision
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(client), "set_registered_model_tag", killed)
+    with pytest.raises(KeyboardInterrupt):
+        promotion.track(ws, params)
+    monkeypatch.undo()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert client.get_model_version_by_alias(name, "champion").version == 2  # moved, unrecorded
+    assert promotion._history(client, name) == ["1"]
+
+    capsys.readouterr()
+    promotion.track(ws, params)  # the next dvc repro
+    assert "its move was not recorded (interrupted): recorded now" in capsys.readouterr().out
+    assert promotion._history(client, name) == ["1", "2"]
+    assert client.get_model_version(name, "2").tags["promotion.decision"] == "accepted"
+    assert promotion.rollback(ws) == "1"
+
+
 def test_round_params_are_the_round_stages(tmp_path):
     from continual import workspace as layout
     from continual.round import ROUND_PARAMS
