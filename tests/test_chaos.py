@@ -218,12 +218,14 @@ def test_an_ingest_killed_after_registering_is_finished_not_undone(tmp_path, cap
     source = clean_arrival(tmp_path / "one.csv", "one")
     assert _ingest_killed_at(ws, source, "one", "before-git-add").returncode == -9
     assert ws.stream() == ["0001-one"]  # stream.yaml was written: the arrival is registered
+    (ws.root / ".git" / "index.lock").touch()  # as a `git add` killed with it leaves: every git add fails
     assert "data/arrivals/0001-one.dvc" not in subprocess.run(["git", "ls-files"], cwd=ws.root, capture_output=True,
                                                                text=True).stdout
     code, _, err = ingest_cli(capsys, ws, clean_arrival(tmp_path / "two.csv", "two"), "two")
     assert code == 0 and "finished registering 0001-one" in err
     staged = subprocess.run(["git", "ls-files"], cwd=ws.root, capture_output=True, text=True).stdout.split()
     assert {"data/arrivals/0001-one.dvc", "data/arrivals/0002-two.dvc", "stream.yaml"} <= set(staged)
+    assert not (ws.root / ".git" / "index.lock").exists()
 
 
 def test_an_ingest_refused_by_dvc_because_of_crash_damage_says_how_to_repair(tmp_path, capsys):
