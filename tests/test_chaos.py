@@ -154,6 +154,19 @@ def test_trains_two_further_rounds_after_a_hostile_arrival(tmp_path, tiny_model_
     status = run(root, BIN / "continual", "status")
     assert "not trained yet" not in status.stdout and all(key in status.stdout for key in keys)
 
+    # DVC's own damage: a `dvc repro` killed while "Updating lock file" leaves dvc.lock empty, and every dvc
+    # command fails. `continual status` names the repair; after it nothing is retrained.
+    trained = {key: (root / "rounds" / key / "metrics.json").read_bytes() for key in keys}
+    (root / "dvc.lock").write_text("")
+    assert run(root, BIN / "dvc", "repro", check=False).returncode != 0
+    status = run(root, BIN / "continual", "status")
+    assert "dvc.lock is damaged (empty)" in status.stdout
+    assert "repair: run `continual repair`, then `dvc repro`" in status.stdout
+    run(root, BIN / "continual", "repair")
+    again = run(root, BIN / "dvc", "repro")
+    assert "Running stage 'round@" not in again.stdout and again.stdout.count("is cached - skipping run") == 3
+    assert {key: (root / "rounds" / key / "metrics.json").read_bytes() for key in keys} == trained
+
 
 # -- regressions found by the chaos suite -----------------------------------------------------------------
 
