@@ -396,7 +396,7 @@ def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungat
     assert decision is not None and decision.accepted
     assert "round 0002-movies has not run yet; gating the newest round that has, 0001-tweets" in capsys.readouterr().out
     client, _ = tracking.connect(ws, params)
-    assert client.get_model_version_by_alias(params["tracking"]["registered_model"], "champion").version == "1"
+    assert str(client.get_model_version_by_alias(params["tracking"]["registered_model"], "champion").version) == "1"
 
 
 def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tmp_path, tiny_model_dir,
