@@ -4,8 +4,8 @@ Every check runs on the file in memory before anything is written, so a rejected
 exactly as it was. Once writing starts, a failure undoes what was written (`_Undo`), and a journal
 (.continual/ingest-journal.json) records what the undo needs: an ingest killed half way (SIGKILL, power loss:
 no undo runs) is rolled back, or finished if it had already registered the arrival, by the next ingest or by
-`continual repair` (``recover_interrupted_ingest``). Until then `continual verify` lets the half-written
-arrival be, so `dvc repro` is not blocked by it.
+`continual repair` (``recover_interrupted_ingest``), or by `continual verify`, the first stage of `dvc repro`
+(which lets it be only when its .dvc file exists unregistered: see ``verify_arrivals``).
 """
 from __future__ import annotations
 
@@ -265,8 +265,14 @@ def verify_arrivals(ws: Workspace) -> None:
     A file copied in by hand would otherwise slip past validation, splitting and versioning.
     """
     with _one_ingest_at_a_time(ws):  # an ingest running now (dvc repro runs us) finishes first
-        keys = ws.stream()
         journal = _read_journal(ws)  # under the lock, a journal is an ingest that was killed half way
+        # Put it right here, unless its .dvc file exists unregistered: the running `dvc repro` has loaded that
+        # file as a stage already, and deleting it under dvc would fail the repro. That one waits for the next
+        # ingest or `continual repair`; it blocks nothing meanwhile.
+        if journal is not None and (journal["key"] in ws.stream() or not ws.arrival_dvc_file(journal["key"]).exists()):
+            print(f"continual verify: {recover_interrupted_ingest(ws)}", file=sys.stderr)
+            journal = None
+        keys = ws.stream()
     expected = {ws.arrivals_dir / ".gitignore"}
     if journal is not None:  # not copied in by hand: the next ingest or `continual repair` rolls it back
         half = journal["key"]

@@ -209,7 +209,7 @@ def test_an_ingest_killed_half_way_blocks_nothing_and_is_rolled_back(tmp_path, c
     assert (ws.root / ".continual" / "ingest-journal.json").exists()
 
     ingest.verify_arrivals(ws)  # dvc repro's first stage is not blocked by it (it says so)
-    assert "an ingest of 0001-one was killed half way" in capsys.readouterr().err
+    assert "an ingest of 0001-one was killed half way" in capsys.readouterr().err  # its .dvc file exists: kept
     assert cli.main(["-C", str(ws.root), "status"]) == 0
     out = capsys.readouterr().out
     assert "an ingest of 0001-one (from " in out and "repair: run `continual repair`, then `dvc repro`" in out
@@ -218,6 +218,12 @@ def test_an_ingest_killed_half_way_blocks_nothing_and_is_rolled_back(tmp_path, c
     assert "repaired: rolled back 0001-one" in capsys.readouterr().out
     after = snapshot(ws.root, skip=(".dvc/cache", ".dvc/tmp", ".continual"))
     assert after == {k: v for k, v in before.items() if not k.startswith((".dvc/cache", ".dvc/tmp"))}
+
+    assert _ingest_killed_at(ws, source, "one", "after-dvc-add").returncode == -9
+    ws.arrival_dvc_file("0001-one").unlink()  # as when the kill lands inside `dvc add`, before it wrote it
+    ingest.verify_arrivals(ws)  # then dvc repro's first stage rolls it back itself
+    assert "continual verify: rolled back 0001-one" in capsys.readouterr().err
+    assert not ws.arrival_dir("0001-one").exists() and not (ws.root / ".continual" / "ingest-journal.json").exists()
 
     assert _ingest_killed_at(ws, source, "one", "after-dvc-add").returncode == -9
     code, out, err = ingest_cli(capsys, ws, source, "one")  # the user's retry: rolls back, then ingests
