@@ -995,10 +995,14 @@ def section_soak(args, ctx: dict) -> dict:
         for thread in threads:
             thread.start()
         time.sleep(duration / 2)
-        victim = server.workers()[0]
+        # The worker holding the clients' keep-alive connections: killing an idle one would prove nothing.
+        held = {pid: _connections(pid, server.port) for pid in server.workers()}
+        victim = max(held, key=held.get)
         os.kill(victim, signal.SIGKILL)
         events["killed"] = (round(time.monotonic() - start, 1), victim)
-        log(f"soak: killed worker {victim} at {events['killed'][0]} s")
+        events["connections_held"] = held
+        log(f"soak: killed worker {victim} at {events['killed'][0]} s, holding {held[victim]} of the clients' "
+            f"connections ({held})")
         time.sleep(duration / 2)
         stop.set()
         for thread in threads:
@@ -1024,11 +1028,25 @@ def section_soak(args, ctx: dict) -> dict:
     result = {"duration_s": duration, "clients": args.soak_clients, "requests": len(answers), "failed": len(failures),
               "failed_held_by_killed_worker": len(held), "failed_other": len(failures) - len(held),
               "failure_kinds": sorted({outcome for _, outcome in failures}), "swaps": events["swaps"],
-              "killed": events["killed"], "versions_served": served, "rss": growth,
+              "killed": events["killed"], "connections_held_at_kill": {str(k): v for k, v in
+                                                                       events.get("connections_held", {}).items()},
+              "versions_served": served, "rss": growth,
+              "rss_series_mb": {str(pid): [(round(at), round(value / 2**20, 1)) for at, value in samples[::6]]
+                                for pid, samples in rss.items()},
               "max_rss_growth": max((g["growth"] for g in growth.values()), default=None)}
     log(f"soak: {len(answers)} requests in {duration:.0f} s, {len(failures)} failed ({len(held)} held by the killed "
         f"worker), {len(events['swaps'])} swaps, versions served {served}, RSS growth {result['max_rss_growth']}")
     return result
+
+
+def _connections(pid: int, port: int) -> int:
+    import psutil
+
+    try:
+        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                   if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+    except psutil.Error:
+        return 0
 
 
 def summarise_soak(result: dict) -> list[tuple[str, str, str]]:
@@ -1038,7 +1056,8 @@ def summarise_soak(result: dict) -> list[tuple[str, str, str]]:
         ("soak", f"{result['duration_s'] / 60:.1f} min, {result['clients']} clients, 2 workers, alias moved every 30 s",
          f"{result['requests']} requests, {len(result['swaps'])} swaps, versions {','.join(result['versions_served'])}"),
         ("soak", "failed requests (held by the worker killed -9 half way / other)",
-         f"{result['failed_held_by_killed_worker']} / {result['failed_other']}"),
+         f"{result['failed_held_by_killed_worker']} / {result['failed_other']} (it held "
+         f"{max(result['connections_held_at_kill'].values(), default=0)} of {result['clients']} connections)"),
         ("soak", "RSS growth after warm-up (target < 10%)", growth or "-"),
     ]
 
