@@ -561,13 +561,14 @@ class Auditor:
 
 
 def _alive(pid: int) -> bool:
+    import psutil
+
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE  # killed, unreaped: not alive
+    except (psutil.NoSuchProcess, ValueError):
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
 
 
 def repro_once_more_if_terminated(ws: Path, record: dict) -> subprocess.CompletedProcess:

@@ -262,13 +262,16 @@ def create_workspace(root: str | Path) -> Workspace:
 
 
 def _pid_alive(pid: int) -> bool:
+    """A running process (a zombie is not: killed, it waits to be reaped, and where the reaper is slow or
+    absent, as in some containers, it waits for ever)."""
+    import psutil  # a dependency of dvc
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
 
 
 def dead_round_temps(ws: Workspace) -> list[Path]:

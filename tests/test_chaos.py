@@ -315,10 +315,20 @@ def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
     live = ws.rounds_dir / f".0001-a.tmp-{os.getpid()}"
     dead.mkdir(parents=True)
     live.mkdir()
-    assert layout.dead_round_temps(ws) == [dead]
-    assert any("a round folder whose writer was killed" in line for line in layout.crash_damage(ws))
-    layout.repair(ws)
-    assert not dead.exists() and live.exists()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and is not reaped until wait()
+    for _ in range(200):
+        if __import__("psutil").Process(zombie.pid).status() == "zombie":
+            break
+        __import__("time").sleep(0.05)
+    killed = ws.rounds_dir / f".0001-a.tmp-{zombie.pid}"  # its killer's parent was killed too: nobody reaps it
+    killed.mkdir()
+    try:
+        assert sorted(layout.dead_round_temps(ws)) == sorted([dead, killed])
+        assert any("a round folder whose writer was killed" in line for line in layout.crash_damage(ws))
+        layout.repair(ws)
+        assert not dead.exists() and not killed.exists() and live.exists()
+    finally:
+        zombie.wait()
 
 
 @pytest.mark.parametrize("damage", ["", "schema: '2.0'\nstages:\n  verify:\n    cm", "schema: '2.0'\nstages: {ver"])
