@@ -918,7 +918,7 @@ class Server:
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "service.serve", *args, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", str(workers), "--threads", "4", "--set", "torch_threads=1", "--set", "max_length=32"],
+                 "--workers", str(workers), "--threads", "4", "--set", "compute_threads=1", "--set", "max_length=32"],
                 cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT, process_group=0)
 
     def wait_ready(self, timeout: float = 300) -> None:

@@ -108,7 +108,7 @@ def cmd_status(args) -> int:
     from continual.report import format_matrix, format_rounds, load_round_metrics
     from continual.workspace import REPAIR_HINT
 
-    ws, _ = _workspace(args)
+    ws, params = _workspace(args)
     rounds = load_round_metrics(ws)
     pending = [k for k in ws.stream() if not (ws.round_dir(k) / "metrics.json").exists()]
     print(format_rounds(rounds))
@@ -117,6 +117,12 @@ def cmd_status(args) -> int:
     if rounds:
         print("\naccuracy matrix (row: after round, column: evaluated on arrival)")
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
+    if rounds:
+        from continual.promotion import int8_check
+
+        newest = rounds[-1]["key"]
+        print(f"\nint8 ONNX of round {newest} (served by `continual serve` when passed): "
+              f"{int8_check(ws, newest, params)}")
     if pending:
         print(f"\nnot trained yet: {', '.join(pending)} (run dvc repro)")
     damage = _crash_damage(ws)

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 from continual import tracking
 from continual.params import load_params
 from continual.workspace import Workspace
+from service.backends import int8_verdict, read_quantization_report
+from service.model_source import INT8_GATE_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -215,6 +217,11 @@ def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decisi
         print(f"promotion: round {key} ({name} v{candidate.version}) {verdict} against {against}")
         for reason in decision.reasons:
             print(f"  {reason}")
+        # Before any alias move: a server polling the alias must find the verdict on the version it loads.
+        int8 = int8_check(ws, key, params)
+        client.set_model_version_tag(name, candidate.version, INT8_GATE_TAG, int8)
+        client.set_tag(candidate.run_id, INT8_GATE_TAG, int8)
+        print(f"  int8 (what `continual serve` serves by default, if passed): {int8}")
         if decision.skipped:
             note = f"{verdict}, not applied: {decision.skipped}"
             client.set_tag(candidate.run_id, SKIPPED_TAG, note)
@@ -233,6 +240,12 @@ def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decisi
         return decision
 
 
+def int8_check(ws: Workspace, key: str, params: dict[str, Any]) -> str:
+    """The int8 graph against fp32 on every arrival's test split: "passed: ...", "failed: ..." or "missing: ..."."""
+    report = read_quantization_report(ws.round_dir(key) / "model")
+    return int8_verdict(report, float(params["serving"]["max_quantized_drop"]))[1]
+
+
 def promote(ws: Workspace, round_key: str) -> str:
     """Make the version logged for the workspace's round folder ``round_key`` champion, gate or not."""
     params = load_params(ws.params_file)
@@ -248,6 +261,8 @@ def promote(ws: Workspace, round_key: str) -> str:
         other = _other_workspace(client, ws, champion)
         if other:
             print(f"champion: taking the alias from v{champion.version}, trained in another workspace ({other})")
+        if INT8_GATE_TAG not in (version.tags or {}):  # never gated (a DVC experiment's round): judge int8 now
+            client.set_model_version_tag(name, number, INT8_GATE_TAG, int8_check(ws, round_key, params))
         _move(client, ws, name, number, champion, f"by hand, round {round_key}", "promote")
         return number
 

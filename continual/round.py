@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from continual.evaluation import accuracy, confusion
+from continual.export import export_round_model
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
@@ -21,7 +22,7 @@ from continual.strategies import RoundContext, make_strategy
 from continual.trainer import ProgressLog, train_one_experience
 from continual.workspace import Workspace
 
-ROUND_PARAMS = ("seed", "model", "train", "strategy")  # what a round's result depends on
+ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round's result depends on
 
 
 def set_threads(train: dict) -> int:
@@ -117,7 +118,10 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
-    write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit)
+    export = (lambda folder: export_round_model(model, tokenizer, folder, tests, metrics["acc"], params["export"],
+                                                eval_batch)) if params["export"]["onnx"] else None
+    write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
+                export)
     return metrics
 
 
@@ -133,7 +137,7 @@ def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: in
 
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
-                round_info: dict, started: float, refit: HeadRefit | None = None) -> None:
+                round_info: dict, started: float, refit: HeadRefit | None = None, export=None) -> None:
     """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
     final = ws.round_dir(key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
@@ -141,6 +145,9 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     tmp.mkdir(parents=True)
     model.save(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
+    if export is not None:  # ONNX fp32 + int8 beside the weights, and int8 accuracy on every test split
+        report = export(tmp / "model")
+        metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]
     metrics.update(strategy.save(tmp, context))
     if refit is not None:
         refit.save(tmp)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask, request
@@ -24,14 +25,14 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
     settings = load_config(config)
     if settings.source_uri is None:
         raise ValueError("no model to serve: set model_uri or registered_model (or CONTINUAL_MODEL_URI)")
-    if settings.torch_threads > 0:
-        import torch
+    if settings.compute_threads == 0:  # plain `gunicorn -c python:service.gunicorn_conf`: its worker count
+        from service import gunicorn_conf
 
-        torch.set_num_threads(settings.torch_threads)
-
+        settings = replace(settings, compute_threads=gunicorn_conf.compute_threads_per_worker(gunicorn_conf.workers))
     service_metrics = ServiceMetrics()
     source = source_for(settings.source_uri, settings.tracking_uri, settings.registry_uri)
-    holder = ModelHolder(source, settings.max_length, service_metrics)
+    holder = ModelHolder(source, settings.max_length, service_metrics, settings.backend, settings.max_quantized_drop,
+                         settings.compute_threads)
     batcher = (MicroBatcher(settings.max_batch_size, settings.max_wait_ms / 1000, service_metrics.batch_size.observe)
                if settings.batching else None)
     state = ServiceState(settings, holder, service_metrics, batcher)

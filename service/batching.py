@@ -15,14 +15,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
-from service.classifier import LoadedClassifier, Prediction
+from service.backends import Prediction, ServedModel
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Job:
-    model: LoadedClassifier
+    model: ServedModel
     texts: list[str]
     future: Future = field(default_factory=Future)
 
@@ -36,7 +36,7 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, model: LoadedClassifier, texts: list[str]) -> Future:
+    def submit(self, model: ServedModel, texts: list[str]) -> Future:
         """A future of one Prediction per text."""
         job = _Job(model, texts)
         self._queue.put(job)
@@ -95,7 +95,7 @@ class MicroBatcher:
             offset += len(job.texts)
 
 
-def predict_unbatched(model: LoadedClassifier, texts: list[str], max_batch_size: int,
+def predict_unbatched(model: ServedModel, texts: list[str], max_batch_size: int,
                       on_batch: Callable[[int], None]) -> list[Prediction]:
     """The same contract in the request's own thread, for batching turned off."""
     predictions = model.predict(texts, max_batch_size)

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from service.backends import BACKENDS
+
 # Keys whose environment variable is not simply CONTINUAL_<KEY>: MLflow's own names win, so the
 # server finds the same tracking server as every other MLflow tool in the shell.
 ENV_NAMES = {
@@ -33,7 +35,10 @@ class ServiceConfig:
     max_length: int = 128                 # tokens; longer texts are truncated and flagged
     model_name: str | None = None         # name on /v2/models/{name}; default: the registered model's name
     request_timeout_s: float = 30.0       # a request waiting longer than this on the batcher gets 503
-    torch_threads: int = 0                # torch intra-op threads per process; 0 = torch's default
+    backend: str = "auto"                 # auto | onnx-int8 | onnx | torch (service.backends)
+    max_quantized_drop: float = 0.01      # auto on a folder no gate judged: int8 only within this of fp32
+    compute_threads: int = 0              # intra-op threads per worker; 0 = the cores this process may use,
+                                          # divided by $CONTINUAL_SERVE_WORKERS (service.gunicorn_conf)
 
     @property
     def source_uri(self) -> str | None:
@@ -77,4 +82,6 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     for name in ("max_batch_size", "max_texts", "max_text_chars", "max_body_bytes", "max_length"):
         if getattr(result, name) < 1:
             raise ValueError(f"{name} must be at least 1")
+    if result.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {result.backend!r}")
     return result

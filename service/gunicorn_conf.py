@@ -11,8 +11,26 @@ import os
 import re
 from pathlib import Path
 
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def compute_threads_per_worker(worker_count: int) -> int:
+    """Intra-op threads per worker such that workers x threads = the usable cores: none oversubscribed."""
+    return max(1, usable_cores() // max(worker_count, 1))
+
+
+# Workers: one per usable core, at most 4 (each holds its own model: 25 MB as int8 ONNX, 1 GB under torch).
+# Each worker computes with cores // workers threads (compute_threads; set CONTINUAL_COMPUTE_THREADS to choose).
+# On 2 cores: 2 workers of 1 thread. Measured in docs/benchmarks.md ("Quantized serving").
 bind = os.environ.get("CONTINUAL_SERVE_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("CONTINUAL_SERVE_WORKERS", "1"))
+workers = int(os.environ.get("CONTINUAL_SERVE_WORKERS") or min(usable_cores(), 4))
 threads = int(os.environ.get("CONTINUAL_SERVE_THREADS", "4"))  # > 1: concurrent requests can share a batch
 worker_class = "service.gunicorn_worker.ThreadWorker"  # gthread, minus a shutdown deadlock
 timeout = 120  # a worker loads its model while booting; MiniLM from a remote artifact store takes a while

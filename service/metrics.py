@@ -39,6 +39,8 @@ class ServiceMetrics:
         self.model_info = Gauge("continual_model_info", "1 for the served model, 0 for models served before",
                                 ["name", "version", "round", "round_key"], registry=registry,
                                 multiprocess_mode="liveall")
+        self.backend = Gauge("continual_model_backend", "1 for the backend serving now (torch, onnx, onnx-int8)",
+                             ["backend"], registry=registry, multiprocess_mode="liveall")
         self.reloads = Counter("continual_model_reloads", "Models loaded and swapped in", registry=registry)
         self.reload_failures = Counter("continual_model_reload_failures",
                                        "Model loads or registry lookups that failed (the old model kept serving)",
@@ -51,6 +53,11 @@ class ServiceMetrics:
         self.model_info.labels(*_info_labels(new)).set(1)
         self.model_version.set(float(new.version) if new.version and new.version.isdigit() else -1)
         self.reloads.inc()
+
+    def backend_swapped(self, new: str, old: str | None) -> None:
+        if old is not None and old != new:
+            self.backend.labels(old).set(0)
+        self.backend.labels(new).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         if multiprocess_mode():

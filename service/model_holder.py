@@ -12,7 +12,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.classifier import LoadedClassifier
+from service import backends
+from service.backends import ServedModel
 from service.metrics import ServiceMetrics
 from service.model_source import ModelCard, ModelSource, hf_folders
 
@@ -31,18 +32,22 @@ class ReloadOutcome:
 
 
 class ModelHolder:
-    def __init__(self, source: ModelSource, max_length: int, metrics: ServiceMetrics):
+    def __init__(self, source: ModelSource, max_length: int, metrics: ServiceMetrics, backend: str = "auto",
+                 max_quantized_drop: float = 0.01, threads: int = 0):
         self.source = source
         self.max_length = max_length
+        self.backend = backend                        # requested: auto | onnx-int8 | onnx | torch
+        self.max_quantized_drop = max_quantized_drop  # auto, for a folder no gate has judged
+        self.threads = threads                        # intra-op threads of the backend, per process
         self.metrics = metrics
         self.last_error: str | None = None
-        self._current: LoadedClassifier | None = None
+        self._current: ServedModel | None = None
         self._reload_lock = threading.Lock()       # one load at a time: poll thread vs admin reload
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
     @property
-    def current(self) -> LoadedClassifier | None:
+    def current(self) -> ServedModel | None:
         return self._current
 
     def refresh(self, force: bool = False) -> ReloadOutcome:
@@ -65,13 +70,17 @@ class ModelHolder:
             self._current = loaded  # the swap: one reference assignment, atomic under the GIL
             self.last_error = None
             self.metrics.model_swapped(loaded.card, previous_card)
-            log.info("serving %s (version %s, round %s)", card.source, card.version, card.round_key)
+            self.metrics.backend_swapped(loaded.backend.name, previous.backend.name if previous else None)
+            log.info("serving %s (version %s, round %s) on %s: %s", card.source, card.version, card.round_key,
+                     loaded.backend.name, loaded.backend.reason)
             return ReloadOutcome(True, previous_card, loaded.card)
 
-    def _load(self, card: ModelCard) -> LoadedClassifier:
+    def _load(self, card: ModelCard) -> ServedModel:
         with tempfile.TemporaryDirectory(prefix="continual-serve-") as download:
             model_dir, tokenizer_dir = hf_folders(self.source.fetch(card, Path(download)))
-            loaded = LoadedClassifier.load(model_dir, tokenizer_dir, card, self.max_length)
+            pooled = (model_dir / "classifier.json").is_file()  # a round's folder (it may hold ONNX graphs)
+            choice = backends.choose(self.backend, model_dir if pooled else None, card, self.max_quantized_drop)
+            loaded = backends.load(choice, model_dir, tokenizer_dir, card, self.max_length, self.threads)
         # One forward before the swap: a model that cannot run fails here, not on a user's request,
         # and the first real request does not pay for lazy initialisation.
         loaded.predict(["warm up"], batch_size=1)

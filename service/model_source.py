@@ -22,6 +22,7 @@ import yaml
 # models:/NAME@ALIAS or models:/NAME/VERSION; anything else under models:/ (a logged-model id) is
 # downloaded as plain artifacts without registry metadata.
 REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+INT8_GATE_TAG = "serving.int8"  # set by the promotion gate on every version it judges
 ROUND_KEY = re.compile(r"^\d+-(?P<arrival>.+)$")
 
 
@@ -37,6 +38,7 @@ class ModelCard:
     round_key: str | None = None
     arrival: str | None = None
     data_hash: str | None = None
+    int8_gate: str | None = None     # the promotion gate's int8 check ("passed: ..." / "failed: ..."), if it ran
 
     def as_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if key != "fingerprint"}
@@ -101,6 +103,7 @@ class RegistrySource:
             source=self.uri, fingerprint=f"{self.name}/{found.version}", name=self.name,
             version=str(found.version), round=tags.get("round"), round_key=round_key,
             arrival=tags.get("arrival") or _arrival_of(round_key), data_hash=tags.get("data_hash"),
+            int8_gate=tags.get(INT8_GATE_TAG),
         )
 
     def fetch(self, card: ModelCard, into: Path) -> Path:

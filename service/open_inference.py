@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from service.classifier import LoadedClassifier, Prediction
+from service.backends import PLATFORMS, Prediction, ServedModel
 from service.errors import ApiError
 from service.inputs import TextLimits, parse_json_object, validated_texts
 
@@ -26,17 +26,18 @@ class InferRequest:
     outputs: list[str]  # the output tensors asked for, in order
 
 
-def model_metadata(name: str, model: LoadedClassifier) -> dict[str, Any]:
+def model_metadata(name: str, model: ServedModel) -> dict[str, Any]:
     return {
         "name": name,
         "versions": [model.card.version] if model.card.version else [],
-        "platform": "pytorch_huggingface",
+        "platform": PLATFORMS[model.backend.name],
         "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.labels)]},
             {"name": "truncated", "datatype": "BOOL", "shape": [-1]},
         ],
+        "backend": {"name": model.backend.name, "reason": model.backend.reason},  # which backend serves, and why
     }
 
 
@@ -56,7 +57,7 @@ def parse_infer_request(body: bytes, header_length: str | None, limits: TextLimi
     return InferRequest(request_id, texts, outputs)
 
 
-def infer_response(name: str, model: LoadedClassifier, request: InferRequest,
+def infer_response(name: str, model: ServedModel, request: InferRequest,
                    predictions: list[Prediction]) -> dict[str, Any]:
     count, width = len(predictions), len(model.labels)
     tensors = {

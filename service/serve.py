@@ -12,6 +12,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from service import gunicorn_conf
+from service.backends import BACKENDS
 
 
 class GunicornServer(BaseApplication):
@@ -69,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alias", help="registry alias to follow (default champion)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     parser.add_argument("--poll-seconds", type=float, help="look for a moved alias this often; 0 = never")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="auto (default: int8 ONNX when the gate passed it, else fp32) | onnx-int8 | onnx | torch")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other service config key, e.g. --set max_batch_size=16 (repeatable)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -87,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
         config[key.strip()] = value
     named = {"model_uri": args.model_uri, "registered_model": args.registered_model, "alias": args.alias,
-             "tracking_uri": args.tracking_uri, "poll_seconds": args.poll_seconds}
+             "tracking_uri": args.tracking_uri, "poll_seconds": args.poll_seconds, "backend": args.backend}
     config.update({key: value for key, value in named.items() if value is not None})
     return config
 
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     from service.config import load_config
 
-    load_config(config)  # a typo in a key or value fails here, before any worker starts
+    settings = load_config(config)  # a typo in a key or value fails here, before any worker starts
+    if settings.compute_threads == 0:
+        config["compute_threads"] = gunicorn_conf.compute_threads_per_worker(args.workers)
     gunicorn_conf.check_multiproc_dir()  # before gunicorn, whose on_starting would only say "Error: ..."
     run_server(config, args.host, args.port, args.workers, args.threads, args.debug)
     return 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from service.batching import MicroBatcher, predict_unbatched
-from service.classifier import LoadedClassifier, Prediction
+from service.backends import Prediction, ServedModel
 from service.config import ServiceConfig
 from service.errors import ApiError
 from service.inputs import TextLimits
@@ -36,14 +36,14 @@ class ServiceState:
         model = self.holder.current
         return (model.card.name if model else None) or self.config.registered_model or "classifier"
 
-    def serving_model(self) -> LoadedClassifier:
+    def serving_model(self) -> ServedModel:
         """The model this request will use from start to end (read once: a swap may happen meanwhile)."""
         model = self.holder.current
         if model is None:
             raise ApiError(503, "no model is loaded yet", {"Retry-After": "5"})
         return model
 
-    def classify(self, model: LoadedClassifier, texts: list[str]) -> list[Prediction]:
+    def classify(self, model: ServedModel, texts: list[str]) -> list[Prediction]:
         self.metrics.texts.inc(len(texts))
         if self.batcher is None:
             return predict_unbatched(model, texts, self.config.max_batch_size, self.metrics.batch_size.observe)

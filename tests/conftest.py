@@ -17,3 +17,29 @@ def tiny_model_dir(tmp_path_factory):
     from continual.model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", ["neg", "neu", "pos"])
+
+
+TINY_ROWS = [{"text": f"{word} {i}", "label": label} for i in range(6)
+             for word, label in (("good great fine", "pos"), ("bad awful sad", "neg"), ("a table a chair", "neu"))]
+
+
+def export_tiny(folder):
+    """Give a tiny model folder what a round gives its model/: onnx/ with fp32, int8 and the int8 report."""
+    from continual.evaluation import accuracy
+    from continual.export import export_round_model
+    from continual.model import load_classifier
+
+    model, tokenizer = load_classifier(folder)
+    fp32 = accuracy(model, tokenizer, TINY_ROWS, 8)[0]
+    export_round_model(model, tokenizer, folder, {"0001-a": TINY_ROWS}, {"0001-a": fp32}, {"int8_per_channel": True}, 8)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def onnx_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model as a round writes it: weights, plus onnx/ (fp32, int8, the int8 report)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    return export_tiny(folder)

@@ -463,7 +463,7 @@ def service_client(tiny_model_dir):
     from service import create_app
     from service.app import shutdown
 
-    app = create_app({"model_uri": str(tiny_model_dir), "torch_threads": 1, "batching": False})
+    app = create_app({"model_uri": str(tiny_model_dir), "compute_threads": 1, "batching": False})
     yield app.test_client()
     shutdown(app)
 

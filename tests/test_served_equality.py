@@ -1,5 +1,6 @@
-"""One model, three ways to run it, the same probabilities: the round's evaluation, our Flask server, and
-``mlflow.pyfunc.load_model("models:/NAME@champion")`` (what `mlflow models serve` runs)."""
+"""One model, three ways to run it, the same probabilities: the round's evaluation, our Flask server (on torch, and
+on the round's fp32 ONNX graph), and ``mlflow.pyfunc.load_model("models:/NAME@champion")`` (what `mlflow models
+serve` runs)."""
 from __future__ import annotations
 
 import json
@@ -46,16 +47,22 @@ def test_evaluation_server_and_pyfunc_agree_to_1e_5(tmp_path, tiny_model_dir):
     from_pyfunc = torch.tensor(list(frame["probabilities"]))
     assert list(frame["label"]) == [model.labels[i] for i in evaluated.argmax(-1).tolist()]
 
-    app = create_app({"registered_model": "equal", "tracking_uri": uri, "max_text_chars": 100_000})
-    try:
-        answer = app.test_client().post("/predict", json={"texts": TEXTS})
-        assert answer.status_code == 200, answer.get_data(as_text=True)
-        body = json.loads(answer.get_data())
-    finally:
-        shutdown(app)
-    from_server = torch.tensor([[p["probabilities"][label] for label in body["labels"]] for p in body["predictions"]])
-    assert body["labels"] == model.labels
+    served = {}
+    for backend in ("torch", "onnx"):
+        app = create_app({"registered_model": "equal", "tracking_uri": uri, "max_text_chars": 100_000,
+                          "backend": backend})
+        try:
+            answer = app.test_client().post("/predict", json={"texts": TEXTS})
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+            body = json.loads(answer.get_data())
+        finally:
+            shutdown(app)
+        served[backend] = torch.tensor([[p["probabilities"][label] for label in body["labels"]]
+                                        for p in body["predictions"]])
+        assert body["labels"] == model.labels
 
     assert torch.allclose(evaluated, from_pyfunc, atol=1e-5, rtol=0), (evaluated - from_pyfunc).abs().max()
-    assert torch.allclose(evaluated, from_server, atol=1e-5, rtol=0), (evaluated - from_server).abs().max()
+    assert torch.allclose(evaluated, served["torch"], atol=1e-5, rtol=0), (evaluated - served["torch"]).abs().max()
+    # The ONNX graph: another kernel library, the same model (measured max difference 1e-7 here).
+    assert torch.allclose(evaluated, served["onnx"], atol=1e-5, rtol=0), (evaluated - served["onnx"]).abs().max()
     assert evaluated.argmax(-1).unique().numel() > 1  # a model that answers one class everywhere proves little

@@ -22,7 +22,7 @@ NAME = "classifier"
 
 @pytest.fixture(scope="module")
 def app(tiny_model_dir):
-    app = create_app({"model_uri": str(tiny_model_dir), "torch_threads": 1, **LIMITS})
+    app = create_app({"model_uri": str(tiny_model_dir), "compute_threads": 1, **LIMITS})
     yield app
     shutdown(app)
 
@@ -74,7 +74,7 @@ def test_round_folder_layout_is_accepted(tiny_model_dir, tmp_path):
     round_dir = tmp_path / "0002-movies"
     shutil.copytree(tiny_model_dir, round_dir / "model")
     (round_dir / "round.json").write_text(json.dumps({"key": "0002-movies", "index": 2, "data_hash": "abc"}))
-    app = create_app({"model_uri": str(round_dir), "batching": False, "torch_threads": 1})
+    app = create_app({"model_uri": str(round_dir), "batching": False, "compute_threads": 1})
     try:
         body = app.test_client().post("/predict", json={"texts": ["x", "y"]}).get_json()
         assert body["model"]["round"] == "2" and body["model"]["arrival"] == "movies"
@@ -136,7 +136,7 @@ def test_openapi_document_carries_the_apps_limits(client):
 
 
 def test_batching_off_answers_the_same(tiny_model_dir, client):
-    app = create_app({"model_uri": str(tiny_model_dir), "batching": False, "torch_threads": 1})
+    app = create_app({"model_uri": str(tiny_model_dir), "batching": False, "compute_threads": 1})
     try:
         texts = ["one", "two", "three"]
         unbatched = app.test_client().post("/predict", json={"texts": texts}).get_json()["predictions"]
@@ -231,7 +231,7 @@ def test_admin_is_off_without_a_token(client):
 
 
 def test_admin_wants_the_bearer_token(tiny_model_dir):
-    app = create_app({"model_uri": str(tiny_model_dir), "admin_token": "s3cret", "torch_threads": 1})
+    app = create_app({"model_uri": str(tiny_model_dir), "admin_token": "s3cret", "compute_threads": 1})
     client = app.test_client()
     try:
         assert client.post("/admin/reload").status_code == 401

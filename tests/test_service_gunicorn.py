@@ -1,5 +1,6 @@
-"""The model server under real gunicorn on 127.0.0.1, serving a tiny model from a sqlite MLflow registry:
-both inference APIs, tritonclient, schemathesis, and a hot swap under concurrent requests."""
+"""The model server under real gunicorn on 127.0.0.1, serving a tiny model from a sqlite MLflow registry on its
+int8 ONNX backend (the gate passed it): both inference APIs, tritonclient, schemathesis, and a hot swap under
+concurrent requests."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import export_tiny
+from service.model_source import INT8_GATE_TAG
 from test_service_registry import MODEL_NAME, make_registry, move_alias, register_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -45,9 +48,9 @@ def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_model_dir):
+def registry(tmp_path_factory, onnx_model_dir):
     uri = make_registry(tmp_path_factory.mktemp("gunicorn-registry"))
-    register_tiny_model(uri, tiny_model_dir, 1, "tweets")
+    register_tiny_model(uri, onnx_model_dir, 1, "tweets", tags={INT8_GATE_TAG: "passed: test fixture"})
     return uri
 
 
@@ -59,7 +62,7 @@ def server(registry, tmp_path_factory):
            "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "service.serve", "--registered-model", MODEL_NAME, "--tracking-uri", registry,
                "--poll-seconds", "1", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--threads", "4", "--set", "torch_threads=1", "--set", f"max_texts={MAX_TEXTS}",
+               "--threads", "4", "--set", "compute_threads=1", "--set", f"max_texts={MAX_TEXTS}",
                "--set", "max_text_chars=2000", "--set", "max_body_bytes=262144", "--set", "max_length=64"]
     # max_body_bytes admits any schema-valid body (16 texts x 2,000 chars x 6 bytes when \u-escaped), so
     # schemathesis only meets 413 where the schema says so.
@@ -95,6 +98,12 @@ def test_predict_and_v2_infer(server):
     assert result["model_version"] == "1"
     assert outputs["probabilities"]["shape"] == [2, 3] and len(outputs["probabilities"]["data"]) == 6
     assert set(outputs["label"]["data"]) <= {"neg", "neu", "pos"}
+    metadata = requests.get(f"{base}/v2/models/{MODEL_NAME}", timeout=10).json()
+    assert metadata["platform"] == "onnxruntime_onnx" and metadata["backend"]["name"] == "onnx-int8"
+    assert "passed: test fixture" in metadata["backend"]["reason"]
+    metrics = requests.get(f"{base}/metrics", timeout=10).text.splitlines()
+    assert any(line.startswith("continual_model_backend{") and 'backend="onnx-int8"' in line and line.endswith(" 1.0")
+               for line in metrics)
 
 
 def test_refusals_keep_the_connection_usable(server):
@@ -186,8 +195,9 @@ def test_hot_swap_under_concurrent_requests(server, tmp_path):
     for thread in threads:
         thread.start()
     try:
-        four_labels = make_tiny_model(tmp_path / "v2", ["neg", "neu", "pos", "mixed"], seed=1)
-        version = register_tiny_model(server["registry"], four_labels, 2, "movies", alias=None)
+        four_labels = export_tiny(make_tiny_model(tmp_path / "v2", ["neg", "neu", "pos", "mixed"], seed=1))
+        version = register_tiny_model(server["registry"], four_labels, 2, "movies", alias=None,
+                                      tags={INT8_GATE_TAG: "passed: test fixture"})
         move_alias(server["registry"], version)
         reload = requests.post(f"{base}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
         assert reload.status_code == 200, reload.text  # swapped, or the poll got there first

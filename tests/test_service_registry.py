@@ -22,7 +22,7 @@ def make_registry(folder: Path) -> str:
 
 
 def register_tiny_model(tracking_uri: str, model_dir: Path, round_index: int, arrival: str,
-                        name: str = MODEL_NAME, alias: str | None = "champion") -> str:
+                        name: str = MODEL_NAME, alias: str | None = "champion", tags: dict | None = None) -> str:
     """Log ``model_dir`` as a round does (pyfunc), tag the version, point ``alias`` at it."""
     import mlflow
     from mlflow import MlflowClient
@@ -39,7 +39,8 @@ def register_tiny_model(tracking_uri: str, model_dir: Path, round_index: int, ar
         info = log_pooled_model(model_dir, registered_model_name=name)
     version = str(info.registered_model_version)
     round_key = f"{round_index:04d}-{arrival}"
-    tags = {"round": str(round_index), "round_key": round_key, "arrival": arrival, "data_hash": f"hash-{round_key}"}
+    tags = {"round": str(round_index), "round_key": round_key, "arrival": arrival, "data_hash": f"hash-{round_key}",
+            **(tags or {})}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     if alias:
@@ -77,12 +78,12 @@ def served_version(client) -> str:
 
 
 def test_alias_resolves_to_version_with_round_tags(champion_on_v1):
-    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "torch_threads": 1})
+    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "compute_threads": 1})
     try:
         body = app.test_client().post("/predict", json={"texts": ["fine"]}).get_json()
         assert body["model"] == {
             "source": f"models:/{MODEL_NAME}@champion", "name": MODEL_NAME, "version": "1", "round": "1",
-            "round_key": "0001-tweets", "arrival": "tweets", "data_hash": "hash-0001-tweets",
+            "round_key": "0001-tweets", "arrival": "tweets", "data_hash": "hash-0001-tweets", "int8_gate": None,
         }
         assert body["labels"] == ["neg", "neu", "pos"]
         metadata = app.test_client().get(f"/v2/models/{MODEL_NAME}").get_json()
@@ -94,7 +95,7 @@ def test_alias_resolves_to_version_with_round_tags(champion_on_v1):
 
 
 def test_fixed_version_uri(registry):
-    app = create_app({"model_uri": f"models:/{MODEL_NAME}/2", "tracking_uri": registry, "torch_threads": 1})
+    app = create_app({"model_uri": f"models:/{MODEL_NAME}/2", "tracking_uri": registry, "compute_threads": 1})
     try:
         body = app.test_client().post("/predict", json={"texts": ["fine"]}).get_json()
         assert (body["model"]["version"], body["labels"]) == ("2", ["neg", "neu", "pos", "mixed"])
@@ -104,7 +105,7 @@ def test_fixed_version_uri(registry):
 
 def test_admin_reload_swaps_to_the_moved_alias(champion_on_v1):
     app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "admin_token": "s3cret",
-                      "torch_threads": 1})
+                      "compute_threads": 1})
     client = app.test_client()
     auth = {"Authorization": "Bearer s3cret"}
     try:
@@ -126,7 +127,7 @@ def test_admin_reload_swaps_to_the_moved_alias(champion_on_v1):
 
 def test_poll_follows_the_alias(champion_on_v1):
     app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "poll_seconds": 0.2,
-                      "torch_threads": 1})
+                      "compute_threads": 1})
     client = app.test_client()
     try:
         assert served_version(client) == "1"
@@ -147,7 +148,7 @@ def test_broken_model_keeps_the_old_one_serving(champion_on_v1, tmp_path):
     (broken_dir / "config.json").write_text("{not json")
     mlflow_client = MlflowClient(tracking_uri=champion_on_v1)
     app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "admin_token": "t",
-                      "torch_threads": 1})
+                      "compute_threads": 1})
     client = app.test_client()
     try:
         # A version whose artifacts are not a model: what a half-written or corrupted upload looks like.

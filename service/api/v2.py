@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service import __version__
-from service.classifier import LoadedClassifier
+from service.backends import ServedModel
 from service.errors import ApiError
 from service.open_inference import infer_response, model_metadata, parse_infer_request
 from service.state import service_state
@@ -12,7 +12,7 @@ from service.state import service_state
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 
 
-def _model(name: str, version: str | None) -> LoadedClassifier:
+def _model(name: str, version: str | None) -> ServedModel:
     state = service_state()
     if name != state.model_name:
         raise ApiError(404, f"unknown model {name!r}; this server serves {state.model_name!r}")

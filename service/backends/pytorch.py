@@ -1,4 +1,4 @@
-"""One loaded model: tokenizer + classifier + its card, and a batched forward pass.
+"""The torch backend: tokenizer + classifier + its card, and a batched forward pass.
 
 The classifier is a pooled classifier folder (``service.pooled``: what every training round writes) or, for
 models trained elsewhere, any plain Hugging Face sequence-classification folder.
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
+from service.backends import BackendChoice, Prediction
 from service.model_source import ModelCard
 from service.pooled import PooledClassifier, is_pooled_folder
 
@@ -23,16 +23,11 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 hf_logging.disable_progress_bar()
 
 
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    probabilities: list[float]  # in the order of LoadedClassifier.labels
-    truncated: bool             # the text had more tokens than max_length; the rest was not read
-
-
 class LoadedClassifier:
-    def __init__(self, model, tokenizer, card: ModelCard, max_length: int):
+    def __init__(self, model, tokenizer, card: ModelCard, max_length: int,
+                 backend: BackendChoice = BackendChoice("torch", "configured")):
         self.model = model.eval()
+        self.backend = backend
         self.tokenizer = tokenizer
         self.card = card
         self.pooled = isinstance(model, PooledClassifier)
@@ -49,13 +44,16 @@ class LoadedClassifier:
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: Path, tokenizer_dir: Path, card: ModelCard, max_length: int) -> "LoadedClassifier":
+    def load(cls, model_dir: Path, tokenizer_dir: Path, card: ModelCard, max_length: int,
+             backend: BackendChoice = BackendChoice("torch", "configured"), threads: int = 0) -> "LoadedClassifier":
+        if threads > 0:
+            torch.set_num_threads(threads)  # per process: every worker of a server sets its own
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         if is_pooled_folder(model_dir):
             model = PooledClassifier.load(model_dir)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        return cls(model, tokenizer, card, max_length)
+        return cls(model, tokenizer, card, max_length, backend)
 
     def predict(self, texts: list[str], batch_size: int) -> list[Prediction]:
         results: list[Prediction] = []

@@ -1,0 +1,92 @@
+"""Every round's classifier also as ONNX: the whole classifier (encoder, pooling, head; logits out, dynamic batch and
+sequence axes) in fp32, and an int8 version of it, dynamically quantized by onnxruntime. The int8 model is then
+measured on every arrival's test split by the server's own ONNX backend, so the promotion gate judges exactly what
+will be served (``service.backends.int8_verdict``).
+
+Written inside the round's model folder, so DVC versions them with the round and MLflow logs them with the model
+version (the pyfunc's ``classifier`` artifact):
+
+    model/onnx/model.onnx          fp32 graph (torch.onnx.export, dynamo)
+    model/onnx/model.int8.onnx     onnxruntime.quantization.quantize_dynamic, int8 weights
+    model/onnx/quantization.json   accuracy per arrival, fp32 (torch) and int8 (onnxruntime); sizes; settings
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import torch
+
+from service.backends import ONNX_DIR, QUANTIZATION_REPORT, BackendChoice, onnx_file
+from service.model_source import ModelCard
+from service.pooled import PooledClassifier
+
+OPSET = 18
+
+
+def export_fp32(model: PooledClassifier, tokenizer, path: Path) -> None:
+    """The classifier as one ONNX graph: input_ids, attention_mask [batch, sequence] (int64) -> logits [batch, labels]."""
+    model = model.eval().cpu()
+    example = tokenizer(["an example text", "a second, longer example text for the sequence axis"], padding=True,
+                        return_tensors="pt")
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=model.max_length)
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # the exporter narrates each step on stdout
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), dynamo=True,
+                                    input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
+                                    opset_version=OPSET, verbose=False)
+        program.save(str(path))
+
+
+def quantize_int8(source: Path, target: Path, per_channel: bool) -> None:
+    """onnxruntime's dynamic quantization: int8 weights, activations quantized on the fly per batch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel)
+
+
+def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
+                       fp32_acc: dict[str, float], settings: dict, batch_size: int) -> dict:
+    """Export ``model`` (already saved in ``model_dir``), quantize it, measure the int8 graph on every arrival's
+    test split, and write the report; returns it."""
+    from service.backends.onnxrt import OnnxClassifier
+
+    folder = Path(model_dir) / ONNX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32_path, int8_path = onnx_file(model_dir, "onnx"), onnx_file(model_dir, "onnx-int8")
+    begin = time.perf_counter()
+    export_fp32(model, tokenizer, fp32_path)
+    exported = time.perf_counter()
+    per_channel = bool(settings.get("int8_per_channel", True))
+    quantize_int8(fp32_path, int8_path, per_channel)
+    quantized = time.perf_counter()
+    served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="export"), model.max_length,
+                                 BackendChoice("onnx-int8", "export check"), threads=torch.get_num_threads())
+    int8_acc = {key: _accuracy(served, rows, batch_size) for key, rows in tests.items()}
+    report = {
+        "fp32": dict(fp32_acc), "int8": int8_acc,
+        "drop": {key: fp32_acc[key] - int8_acc[key] for key in int8_acc},
+        "bytes": {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
+        "seconds": {"export": exported - begin, "quantize": quantized - exported,
+                    "evaluate_int8": time.perf_counter() - quantized},
+        "quantization": {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                         "per_channel": per_channel},
+        "opset": OPSET,
+    }
+    (folder / QUANTIZATION_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _accuracy(served, rows: list[dict], batch_size: int) -> float:
+    if not rows:
+        return 0.0
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # similar lengths share a batch
+    predictions = served.predict([rows[i]["text"] for i in order], batch_size)
+    return sum(p.label == rows[i]["label"] for p, i in zip(predictions, order)) / len(rows)
