@@ -45,6 +45,7 @@ bench-quick: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/cost.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/trainer_speed.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/overheads.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/quantized.py --quick
 
 # The timed benchmarks run alone; the two forgetting streams (accuracy, not time) then share the 2 cores.
 bench: $(STAMP)
@@ -53,5 +54,8 @@ bench: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/overheads.py
 	$(BENCH_ENV) $(PY) benchmarks/forgetting.py --stream vader & vader=$$!; \
 	  $(BENCH_ENV) $(PY) benchmarks/forgetting.py --stream wordnet; wordnet=$$?; \
+	  wait $$vader && exit $$wordnet
+	$(BENCH_ENV) $(PY) benchmarks/quantized.py --stream vader & vader=$$!; \
+	  $(BENCH_ENV) $(PY) benchmarks/quantized.py --stream wordnet; wordnet=$$?; \
 	  wait $$vader && exit $$wordnet
 	mkdir -p docs/img && cp bench/full/forgetting_vader.png bench/full/forgetting_wordnet.png bench/full/cost.png docs/img/

@@ -77,6 +77,9 @@ def training_params(args: argparse.Namespace, bench: dict, work: Path) -> dict:
             make_tiny_model(folder, ["neg", "neu", "pos"])  # round 1 gives it the stream's own head
         base = str(folder)
     params["model"]["base"] = base
+    # The learning benchmarks time training; a round's ONNX export and int8 check (about 10 s for MiniLM) would
+    # blur "s / round". benchmarks/quantized.py turns it back on and reports its cost.
+    params["export"]["onnx"] = False
     params["train"].update(bench["train"])
     params["train"]["threads"] = args.threads
     for key, value in overrides(args).items():

@@ -1,16 +1,22 @@
-"""Load test on loopback: our Flask service vs `mlflow models serve`, same registered MiniLM model, one run.
+"""Load test on loopback: our server on each backend against `mlflow models serve`, same registered MiniLM
+champion, one run.
 
     make bench-serve        # = python benchmarks/serve_bench.py --seconds 15
 
-Both servers load `models:/bench-minilm@champion` from a fresh SQLite registry. For each concurrency level
-(1, 8, 32 clients, each sending one text per request, back to back) we measure ours, then MLflow's,
-then report throughput and p50/p99 latency side by side, with the ratio. The bare model forward on one
-text (no HTTP) is measured in this process first, while both servers are idle.
+The champion is MiniLM with a ridge head fitted on 300 VADER tweets, exported and quantized as a round does it
+(continual/export.py) and tagged with the gate's int8 check, in a fresh SQLite registry. Servers run one at a
+time, each with its defaults (ours: gunicorn, workers and threads from the core count; mlflow: its own). For each
+concurrency level (1, 8, 32 clients, one text per request, back to back) the table gives throughput, p50/p99
+latency and the load generator's own CPU use (this process: its threads send the requests). Before any server
+starts, the bare fp32 PyTorch forward of one text (tokenizer + model, torch's default threads) is measured in this
+process: the latency target is relative to it. Cold start: `service.serve` on the champion's local folder, launch
+to ready, three times.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import socket
 import statistics
@@ -23,8 +29,13 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+ROOT = harness.ROOT
 BIN = Path(sys.executable).parent
+NAME = "bench-minilm"
+OURS = {"ours (auto: int8)": [], "ours (onnx fp32)": ["--backend", "onnx"], "ours (torch)": ["--backend", "torch"]}
 
 
 def free_port() -> int:
@@ -33,44 +44,80 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def register_minilm(tmp: Path) -> str:
+def tweets() -> list[dict]:
+    with open(ROOT / "data" / "vader" / "tweets.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def build_champion(tmp: Path) -> tuple[str, Path, dict]:
+    """(tracking URI, model folder, quantization report): MiniLM + ridge head, exported, registered, champion."""
     import mlflow
+    import torch
     from mlflow import MlflowClient
 
-    from continual.model import base_model_path, new_classifier
+    from continual.evaluation import accuracy
+    from continual.export import export_round_model
+    from continual.model import base_model_path, embed_rows, new_classifier
+    from continual.strategies.ridge import solve_head, with_bias
     from continual.tracking import log_pooled_model
+    from service.backends import int8_verdict
+    from service.model_source import INT8_GATE_TAG
+
+    rows = tweets()
+    train, held_out = rows[:300], rows[300:700]
+    labels = sorted({r["label"] for r in train})
+    model, tokenizer = new_classifier(base_model_path("minilm"), labels, 128)
+    features = with_bias(embed_rows(model, tokenizer, [r["text"] for r in train], 64))
+    targets = torch.nn.functional.one_hot(torch.tensor([labels.index(r["label"]) for r in train])).double()
+    weight, bias = solve_head(features.T @ features, features.T @ targets, 10.0)
+    with torch.no_grad():
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(bias)
+    folder = tmp / "minilm"
+    model.save(folder)
+    tokenizer.save_pretrained(folder)
+    fp32 = {"tweets-held-out": accuracy(model, tokenizer, held_out, 64)[0]}
+    report = export_round_model(model, tokenizer, folder, {"tweets-held-out": held_out}, fp32, {"int8_per_channel": True}, 64)
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
-    model, tokenizer = new_classifier(base_model_path("minilm"), ["neg", "neu", "pos"], 128)
-    model.save(tmp / "minilm")  # a round's model folder, logged as a round logs it (pyfunc)
-    tokenizer.save_pretrained(tmp / "minilm")
     with mlflow.start_run(experiment_id=experiment):
-        info = log_pooled_model(tmp / "minilm", registered_model_name="bench-minilm")
-    client.set_registered_model_alias("bench-minilm", "champion", info.registered_model_version)
-    return uri
+        info = log_pooled_model(folder, registered_model_name=NAME)
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(NAME, version, INT8_GATE_TAG, int8_verdict(report, 0.01)[1])
+    client.set_registered_model_alias(NAME, "champion", version)
+    return uri, folder, report
 
 
-def bare_forward_ms(texts: list[str], n: int = 200) -> float:
+def bare_forward_ms(folder: Path, texts: list[str], n: int = 300) -> tuple[float, float]:
+    """Median (ms) of tokenizer + forward of one text: fp32 PyTorch (torch's default threads), int8 onnxruntime
+    (one thread, as each of our workers runs it)."""
     import torch
 
-    from continual.model import base_model_path, new_classifier
+    from continual.model import load_classifier
+    from service.backends import BackendChoice
+    from service.backends.onnxrt import OnnxClassifier
+    from service.model_source import ModelCard
 
-    model, tokenizer = new_classifier(base_model_path("minilm"), ["neg", "neu", "pos"], 128)
-    model.eval()
-    times = []
+    model, tokenizer = load_classifier(folder)
+    int8 = OnnxClassifier.load(folder, ModelCard("bench", "bench"), 128, BackendChoice("onnx-int8", "bench"), 1)
+    times: dict[str, list[float]] = {"torch": [], "int8": []}
     with torch.inference_mode():
         for i in range(n):
+            text = texts[i % len(texts)]
             start = time.perf_counter()
-            batch = tokenizer([texts[i % len(texts)]], return_tensors="pt", truncation=True, max_length=128)
+            batch = tokenizer([text], return_tensors="pt", truncation=True, max_length=128)
             model(batch["input_ids"], batch["attention_mask"])
-            times.append(time.perf_counter() - start)
-    return statistics.median(times[20:]) * 1000
+            middle = time.perf_counter()
+            int8.predict([text], 1)
+            times["torch"].append(middle - start)
+            times["int8"].append(time.perf_counter() - middle)
+    return tuple(statistics.median(times[k][30:]) * 1000 for k in ("torch", "int8"))
 
 
-def wait_ready(url: str, proc: subprocess.Popen, start: float, timeout: float = 180) -> float:
+def wait_ready(url: str, proc: subprocess.Popen, start: float, timeout: float = 240) -> float:
     """Seconds from ``start`` (the process's launch) until ``url`` answers 200."""
     while time.perf_counter() - start < timeout:
         if proc.poll() is not None:
@@ -80,7 +127,7 @@ def wait_ready(url: str, proc: subprocess.Popen, start: float, timeout: float = 
                 return time.perf_counter() - start
         except requests.RequestException:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise TimeoutError(url)
 
 
@@ -104,66 +151,130 @@ def load(url: str, body_of, texts: list[str], clients: int, seconds: float) -> d
             i += clients
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - began
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     latencies.sort()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
     return {"rps": len(latencies) / wall, "p50": pick(0.50), "p99": pick(0.99), "n": len(latencies),
-            "errors": errors[0]}
+            "errors": errors[0], "generator_cores": cpu / wall}
+
+
+def start(command: list[str], env: dict, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(name: str, command: list[str], ready: str, predict: str, body_of, env: dict, cwd: Path, texts: list[str],
+            levels: list[int], seconds: float) -> dict:
+    launched = time.perf_counter()
+    proc = start(command, env, cwd)
+    try:
+        cold = wait_ready(ready, proc, launched)
+        print(f"{name}: ready in {cold:.1f} s", file=sys.stderr, flush=True)
+        rows = {clients: load(predict, body_of, texts, clients, seconds) for clients in levels}
+        info = requests.get(ready.replace("/v2/health/ready", f"/v2/models/{NAME}"), timeout=5).json() \
+            if "/v2/" in ready else {}
+    finally:
+        stop(proc)
+    return {"cold_s": cold, "levels": rows, "backend": info.get("backend")}
+
+
+def serve_command(port: int, *extra: str) -> list[str]:
+    return [str(BIN / "python"), "-m", "service.serve", "--port", str(port), *extra]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "serve")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="service config for our server, e.g. --set max_wait_ms=2")
+                        help="service config for our servers, e.g. --set max_wait_ms=2")
     args = parser.parse_args()
-    with open(ROOT / "data" / "vader" / "tweets.csv", encoding="utf-8") as f:
-        texts = [row["text"] for row in csv.DictReader(f)][:500]
+    levels = [int(c) for c in args.levels.split(",")]
+    texts = [row["text"] for row in tweets()][:500]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    bare = bare_forward_ms(texts)
+    result: dict = {"cores": len(os.sched_getaffinity(0)), "seconds": args.seconds, "servers": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        uri = register_minilm(Path(tmp))
+        uri, folder, report = build_champion(Path(tmp))
         env["MLFLOW_TRACKING_URI"] = uri
-        ours_port, theirs_port = free_port(), free_port()
-        launched = time.perf_counter()
-        ours = subprocess.Popen([str(BIN / "python"), "-m", "service.serve", "--registered-model", "bench-minilm",
-                                 "--port", str(ours_port), "--workers", "1", "--threads", "48",
-                                 *(f"--set={kv}" for kv in args.set)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        theirs = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/bench-minilm@champion",
-                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port)],
-                                  cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            cold_ours = wait_ready(f"http://127.0.0.1:{ours_port}/v2/health/ready", ours, launched)
-            cold_theirs = wait_ready(f"http://127.0.0.1:{theirs_port}/ping", theirs, launched)
-            rows = []
-            for clients in (int(c) for c in args.levels.split(",")):
-                a = load(f"http://127.0.0.1:{ours_port}/predict", lambda t: {"texts": [t]}, texts, clients,
-                         args.seconds)
-                b = load(f"http://127.0.0.1:{theirs_port}/invocations", lambda t: {"inputs": [t]}, texts, clients,
-                         args.seconds)
-                rows.append((clients, a, b))
-        finally:
-            for proc in (ours, theirs):
-                proc.terminate()
-                proc.wait(timeout=30)
-    print(f"bare model forward, one text, median: {bare:.1f} ms")
-    print(f"ready after start (both starting together): ours {cold_ours:.1f} s, mlflow {cold_theirs:.1f} s\n")
-    print("| clients | ours req/s | mlflow req/s | throughput ratio | ours p50 ms | ours p99 ms | mlflow p50 ms "
-          "| mlflow p99 ms | errors (ours/mlflow) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for clients, a, b in rows:
-        print(f"| {clients} | {a['rps']:.1f} | {b['rps']:.1f} | {a['rps'] / b['rps']:.2f}x | {a['p50']:.1f} | "
-              f"{a['p99']:.1f} | {b['p50']:.1f} | {b['p99']:.1f} | {a['errors']}/{b['errors']} |")
-    p99_one = rows[0][1]["p99"]
-    print(f"\nours p99 at 1 client / bare forward: {p99_one / bare:.2f}x")
+        result["bare_ms"], result["bare_int8_ms"] = bare_forward_ms(folder, texts)
+        result["bytes"] = report["bytes"]
+        result["held_out_accuracy"] = {"fp32": report["fp32"], "int8": report["int8"]}
+        predict_body = lambda t: {"texts": [t]}  # noqa: E731
+        sets = [f"--set={kv}" for kv in args.set]
+        for name, extra in OURS.items():
+            port = free_port()
+            result["servers"][name] = measure(
+                name, serve_command(port, "--registered-model", NAME, *extra, *sets),
+                f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}/predict", predict_body, env,
+                ROOT, texts, levels, args.seconds)
+        port = free_port()
+        result["servers"]["mlflow models serve"] = measure(
+            "mlflow models serve", [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+                                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            f"http://127.0.0.1:{port}/ping", f"http://127.0.0.1:{port}/invocations", lambda t: {"inputs": [t]}, env,
+            Path(tmp), texts, levels, args.seconds)
+        colds = []
+        for _ in range(3):  # from the local folder: no registry, no download
+            port = free_port()
+            launched = time.perf_counter()
+            proc = start(serve_command(port, "--model-uri", str(folder)), env, ROOT)
+            try:
+                colds.append(wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc, launched))
+            finally:
+                stop(proc)
+        result["cold_local_s"] = colds
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_bench.json").write_text(json.dumps({"command": harness.command_line(), **result}, indent=2))
+    print(report_text(result, levels))
+
+
+def report_text(result: dict, levels: list[int]) -> str:
+    servers = result["servers"]
+    mlflow = servers["mlflow models serve"]
+    ours = servers["ours (auto: int8)"]
+    lines = [f"{result['cores']} cores. Bare forward of one text, median: fp32 PyTorch {result['bare_ms']:.1f} ms, "
+             f"int8 onnxruntime (1 thread) {result['bare_int8_ms']:.1f} ms. Auto chose: {ours['backend']}.", ""]
+    rows = []
+    for name, server in servers.items():
+        for clients in levels:
+            row = server["levels"][clients]
+            rows.append([name, clients, f"{row['rps']:.1f}", f"{row['rps'] / mlflow['levels'][clients]['rps']:.2f}x",
+                         f"{row['p50']:.1f}", f"{row['p99']:.1f}", f"{row['generator_cores']:.2f}", row["errors"],
+                         f"{server['cold_s']:.1f}" if clients == levels[0] else ""])
+    lines.append(harness.markdown_table(["server", "clients", "req/s", "vs mlflow", "p50 ms", "p99 ms",
+                                         "load generator, cores", "errors", "ready after launch, s"], rows))
+    top, one = max(levels), min(levels)
+    throughput = ours["levels"][top]["rps"] / mlflow["levels"][top]["rps"]
+    latency = ours["levels"][one]["p99"] / result["bare_ms"]
+    size = result["bytes"]["fp32"] / result["bytes"]["int8"]
+    cold = statistics.median(result["cold_local_s"])
+    acc = result["held_out_accuracy"]
+    lines += ["",
+              f"- throughput at {top} clients, ours (auto) / mlflow models serve >= 3x: "
+              f"**{harness.verdict(throughput >= 3)}**, {throughput:.2f}x",
+              f"- p99 at {one} client / bare fp32 forward <= 1.5x: **{harness.verdict(latency <= 1.5)}**, "
+              f"{latency:.2f}x ({ours['levels'][one]['p99']:.1f} ms / {result['bare_ms']:.1f} ms)",
+              f"- int8 file >= 3x smaller than fp32: **{harness.verdict(size >= 3)}**, {size:.2f}x "
+              f"({result['bytes']['int8'] / 1e6:.1f} MB / {result['bytes']['fp32'] / 1e6:.1f} MB)",
+              f"- cold start from a local folder < 3 s: **{harness.verdict(cold < 3)}**, median {cold:.2f} s "
+              f"({', '.join(f'{c:.2f}' for c in result['cold_local_s'])})",
+              f"- held-out tweets (400): fp32 {acc['fp32']['tweets-held-out']:.3f}, int8 {acc['int8']['tweets-held-out']:.3f}"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

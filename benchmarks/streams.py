@@ -116,7 +116,8 @@ def rounds(stream: Workspace, params: dict, strategy: str, seed: int, folder: Pa
 
 
 ROUND_FIGURES = ("round", "key", "avg_acc", "forgetting_avg", "forgetting_max", "bwt", "acc_before_update",
-                 "examples", "train_rows", "examples_per_s", "train_seconds", "wall_seconds", "buffer_size")
+                 "examples", "train_rows", "examples_per_s", "train_seconds", "wall_seconds", "buffer_size",
+                 "acc", "int8_acc", "int8_drop", "export_seconds")  # the last two: rounds that exported ONNX (export.onnx)
 
 
 def run_strategy(stream: Workspace, params: dict, strategy: str, seed: int, folder: Path) -> dict:
@@ -129,4 +130,4 @@ def run_strategy(stream: Workspace, params: dict, strategy: str, seed: int, fold
             "accuracy_matrix": last["accuracy_matrix"], "arrivals": last["arrivals"],
             "train_seconds": sum(m["train_seconds"] for m in metrics), "wall_seconds": time.perf_counter() - started,
             "curve": [m["forgetting_avg"] for m in metrics], "acc_curve": [m["avg_acc"] for m in metrics],
-            "rounds": [{k: m[k] for k in ROUND_FIGURES} for m in metrics]}
+            "rounds": [{k: m[k] for k in ROUND_FIGURES if k in m} for m in metrics]}

@@ -49,7 +49,15 @@ def quantize_int8(source: Path, target: Path, per_channel: bool) -> None:
     """onnxruntime's dynamic quantization: int8 weights, activations quantized on the fly per batch."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel)
+    # It logs "consider pre-processing" on the root logger each call; its shape inference and graph
+    # optimisations are what onnxruntime applies when the session loads anyway.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel)
+    finally:
+        root.setLevel(level)
 
 
 def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],

@@ -148,6 +148,7 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     if export is not None:  # ONNX fp32 + int8 beside the weights, and int8 accuracy on every test split
         report = export(tmp / "model")
         metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]
+        metrics["export_seconds"] = sum(report["seconds"].values())
     metrics.update(strategy.save(tmp, context))
     if refit is not None:
         refit.save(tmp)

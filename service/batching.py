@@ -1,7 +1,9 @@
 """Micro-batching: texts of concurrent requests share one forward pass.
 
-Request threads put a job (model, texts, future) on a queue; one batcher thread takes the first job,
-waits up to ``max_wait_s`` for more, and runs them together up to ``max_batch_size`` texts. A job
+Request threads put a job (model, texts, future) on a queue; one batcher thread takes the first job and every
+job already queued behind it, and runs them together up to ``max_batch_size`` texts. It waits up to
+``max_wait_s`` for more only while requests come concurrently (its last batch held more than one job): a lone
+client never pays the wait, a loaded server still fills its batches. A job
 names the model its request took, and a batch holds jobs of one model only, so a hot swap never
 answers a request with a model it did not start on.
 """
@@ -33,6 +35,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._concurrent = False  # the last batch held more than one job
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -60,18 +63,21 @@ class MicroBatcher:
     def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
         """Jobs for one forward pass, the job that did not fit (next batch's first) and whether to stop."""
         batch, size = [first], len(first.texts)
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + (self.max_wait_s if self._concurrent else 0.0)
         while size < self.max_batch_size:
             try:
-                job = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                remaining = deadline - time.monotonic()
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
                 return batch, None, True
             if job.model is not first.model or size + len(job.texts) > self.max_batch_size:
+                self._concurrent = True  # a job was waiting behind this batch
                 return batch, job, False
             batch.append(job)
             size += len(job.texts)
+        self._concurrent = len(batch) > 1
         return batch, None, False
 
     def _forward(self, batch: list[_Job]) -> None:

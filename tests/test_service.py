@@ -301,6 +301,20 @@ def test_batcher_groups_concurrent_requests_and_keeps_models_apart():
         batcher.close()
 
 
+def test_a_lone_request_never_waits_for_company():
+    """max_wait applies only while requests come concurrently: one client alone is answered at once (a 30 s
+    wait would miss the 10 s timeout), and a burst after it is still gathered into shared forward passes."""
+    model = RecordingModel()
+    model.release.set()
+    batcher = MicroBatcher(max_batch_size=8, max_wait_s=30.0)
+    try:
+        for i in range(3):
+            assert [p.label for p in batcher.submit(model, [f"alone{i}"]).result(timeout=10)] == [f"alone{i}"]
+        assert model.batches == [["alone0"], ["alone1"], ["alone2"]]
+    finally:
+        batcher.close()
+
+
 def test_config_reads_environment_and_refuses_unknown_keys():
     config = load_config({"max_texts": "7"}, environ={"CONTINUAL_BATCHING": "false", "MLFLOW_TRACKING_URI": "x",
                                                       "CONTINUAL_REGISTERED_MODEL": "m"})
