@@ -148,5 +148,17 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def stop_process(proc) -> None:
+    """Terminate a server the benchmark started; kill it if it has not exited after 30 s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"

@@ -187,12 +187,7 @@ def cold_start(work: Path, model_name: str, params: dict, repeats: int, timeout:
         except (RuntimeError, TimeoutError) as e:
             errors.append(f"{e}; log tail: {log.read_text()[-1500:]}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            harness.stop_process(proc)
     figures = {"model": model_name, "ready_seconds": ours, "bare_load_seconds": theirs, "errors": errors,
                "bare_median": statistics.median(theirs)}
     if ours:

@@ -52,13 +52,13 @@ def tweets() -> list[dict]:
 def build_champion(tmp: Path) -> tuple[str, Path, dict]:
     """(tracking URI, model folder, quantization report): MiniLM + ridge head, exported, registered, champion."""
     import mlflow
-    import torch
     from mlflow import MlflowClient
 
     from continual.evaluation import accuracy
     from continual.export import export_round_model
-    from continual.model import base_model_path, embed_rows, new_classifier
-    from continual.strategies.ridge import solve_head, with_bias
+    from continual.model import base_model_path, new_classifier
+    from continual.params import load_params
+    from continual.strategies.ridge import fit_ridge_head
     from continual.tracking import log_pooled_model
     from service.backends import int8_verdict
     from service.model_source import INT8_GATE_TAG
@@ -67,12 +67,7 @@ def build_champion(tmp: Path) -> tuple[str, Path, dict]:
     train, held_out = rows[:300], rows[300:700]
     labels = sorted({r["label"] for r in train})
     model, tokenizer = new_classifier(base_model_path("minilm"), labels, 128)
-    features = with_bias(embed_rows(model, tokenizer, [r["text"] for r in train], 64))
-    targets = torch.nn.functional.one_hot(torch.tensor([labels.index(r["label"]) for r in train])).double()
-    weight, bias = solve_head(features.T @ features, features.T @ targets, 10.0)
-    with torch.no_grad():
-        model.head.weight.copy_(weight)
-        model.head.bias.copy_(bias)
+    fit_ridge_head(model, tokenizer, train, load_params())  # the frozen-encoder strategy's head, as shipped
     folder = tmp / "minilm"
     model.save(folder)
     tokenizer.save_pretrained(folder)
@@ -167,15 +162,6 @@ def start(command: list[str], env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure(name: str, command: list[str], ready: str, predict: str, body_of, env: dict, cwd: Path, texts: list[str],
             levels: list[int], seconds: float) -> dict:
     launched = time.perf_counter()
@@ -187,7 +173,7 @@ def measure(name: str, command: list[str], ready: str, predict: str, body_of, en
         info = requests.get(ready.replace("/v2/health/ready", f"/v2/models/{NAME}"), timeout=5).json() \
             if "/v2/" in ready else {}
     finally:
-        stop(proc)
+        harness.stop_process(proc)
     return {"cold_s": cold, "levels": rows, "backend": info.get("backend")}
 
 
@@ -236,7 +222,7 @@ def main() -> None:
             try:
                 colds.append(wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc, launched))
             finally:
-                stop(proc)
+                harness.stop_process(proc)
         result["cold_local_s"] = colds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_bench.json").write_text(json.dumps({"command": harness.command_line(), **result}, indent=2))

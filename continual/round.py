@@ -165,4 +165,6 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     flat = {k: metrics[k] for k in ("avg_acc", "forgetting_avg", "forgetting_max", "bwt", "acc_before_update",
                                     "examples_per_s", "wall_seconds", "buffer_size")}
     flat["acc"], flat["forgetting"] = metrics["acc"], metrics["forgetting"]
+    if "int8_acc" in metrics:  # `dvc metrics show` / `dvc exp show` list the int8 graph beside fp32
+        flat["int8_acc"], flat["int8_max_drop"] = metrics["int8_acc"], max(metrics["int8_drop"].values())
     (ws.round_metrics_file(key)).write_text(json.dumps(flat, indent=2) + "\n")

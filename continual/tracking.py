@@ -121,6 +121,8 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """metrics.json under MLflow names; a null (acc_before_update in round 1) or absent value is left out."""
     values: dict[str, Any] = {f"acc.{k}": v for k, v in metrics["acc"].items()}
     values |= {f"forgetting.{k}": v for k, v in metrics["forgetting"].items()}
+    values |= {f"int8_acc.{k}": v for k, v in (metrics.get("int8_acc") or {}).items()}  # the round's int8 ONNX
+    values |= {f"int8_drop.{k}": v for k, v in (metrics.get("int8_drop") or {}).items()}
     values |= {
         "avg_acc": metrics.get("avg_acc"),
         "forgetting.avg": metrics.get("forgetting_avg"),
@@ -132,6 +134,8 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         "train_seconds": metrics.get("train_seconds"),
         "wall_seconds": metrics.get("wall_seconds"),
         "buffer_size": metrics.get("buffer_size"),
+        "int8_max_drop": max(metrics["int8_drop"].values()) if metrics.get("int8_drop") else None,
+        "export_seconds": metrics.get("export_seconds"),
     }
     return {name: float(value) for name, value in values.items() if value is not None}
 

@@ -58,8 +58,9 @@ def test_minilm_onnx_and_int8_agree_with_torch(tmp_path):
     import torch
 
     from continual.evaluation import predict_proba
-    from continual.model import base_model_path, embed_rows, new_classifier
-    from continual.strategies.ridge import solve_head, with_bias
+    from continual.model import base_model_path, new_classifier
+    from continual.params import load_params
+    from continual.strategies.ridge import fit_ridge_head
     from service.backends.onnxrt import OnnxClassifier
 
     with open(REPO / "data" / "vader" / "tweets.csv", encoding="utf-8") as f:
@@ -67,12 +68,7 @@ def test_minilm_onnx_and_int8_agree_with_torch(tmp_path):
     train, texts = rows[:300], [r["text"] for r in rows[300:600]]
     labels = sorted({r["label"] for r in train})
     model, tokenizer = new_classifier(base_model_path("minilm"), labels, 128)
-    features = with_bias(embed_rows(model, tokenizer, [r["text"] for r in train], 64))
-    targets = torch.nn.functional.one_hot(torch.tensor([labels.index(r["label"]) for r in train])).double()
-    weight, bias = solve_head(features.T @ features, features.T @ targets, 10.0)
-    with torch.no_grad():
-        model.head.weight.copy_(weight)
-        model.head.bias.copy_(bias)
+    fit_ridge_head(model, tokenizer, train, load_params())  # the frozen-encoder strategy's head, as shipped
     folder = tmp_path / "model"
     model.save(folder)
     tokenizer.save_pretrained(folder)

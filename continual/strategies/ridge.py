@@ -58,3 +58,14 @@ def solve_head(gram: torch.Tensor, xty: torch.Tensor, lam: float) -> tuple[torch
     """(weight [classes x features], bias [classes]) of the ridge solution (XᵀX + λI)⁻¹ XᵀY, X with bias column."""
     solved = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xty)
     return solved[:-1].T, solved[-1]
+
+
+def fit_ridge_head(model, tokenizer, rows: list[dict], params: dict, batch_size: int = 64) -> None:
+    """Give ``model`` the head this strategy fits on one arrival of ``rows`` (text, label): for benchmarks and tests
+    that want a real head on the frozen encoder without running a round."""
+    from continual.model import embed_rows
+
+    ridge = Ridge(params)
+    ridge.prepare(model, len(model.labels))
+    ridge.fit(model, embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size),
+              torch.tensor([model.label2id[r["label"]] for r in rows]))
