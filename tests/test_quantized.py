@@ -55,8 +55,6 @@ def test_minilm_onnx_and_int8_agree_with_torch(tmp_path):
     Measured 5 of 300 for int8 (onnxruntime dynamic quantization, per-channel): three-way sentiment has many
     near-ties, and the disagreements fall there. Counted over 300 texts, not 50, so that the rate is what is
     tested, not the luck of one small sample."""
-    import torch
-
     from continual.evaluation import predict_proba
     from continual.model import base_model_path, new_classifier
     from continual.params import load_params
