@@ -117,7 +117,7 @@ def rounds(stream: Workspace, params: dict, strategy: str, seed: int, folder: Pa
 
 ROUND_FIGURES = ("round", "key", "avg_acc", "forgetting_avg", "forgetting_max", "bwt", "acc_before_update",
                  "examples", "train_rows", "examples_per_s", "train_seconds", "wall_seconds", "buffer_size",
-                 "acc", "int8_acc", "int8_drop", "export_seconds")  # the last two: rounds that exported ONNX (export.onnx)
+                 "acc", "int8_acc", "int8_drop", "int8_agreement", "export_seconds")  # the last two: rounds that exported ONNX (export.onnx)
 
 
 def run_strategy(stream: Workspace, params: dict, strategy: str, seed: int, folder: Path) -> dict:

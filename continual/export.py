@@ -61,9 +61,11 @@ def quantize_int8(source: Path, target: Path, per_channel: bool) -> None:
 
 
 def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
-                       fp32_acc: dict[str, float], settings: dict, batch_size: int) -> dict:
+                       fp32_acc: dict[str, float], settings: dict, batch_size: int,
+                       fp32_predictions: dict[str, list[int]] | None = None) -> dict:
     """Export ``model`` (already saved in ``model_dir``), quantize it, measure the int8 graph on every arrival's
-    test split, and write the report; returns it."""
+    test split, and write the report; returns it. With ``fp32_predictions`` (label ids per test row, as the
+    round's evaluation predicted them) it also gives the share of rows where int8 predicts the same."""
     from service.backends.onnxrt import OnnxClassifier
 
     folder = Path(model_dir) / ONNX_DIR
@@ -77,10 +79,14 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     quantized = time.perf_counter()
     served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="export"), model.max_length,
                                  BackendChoice("onnx-int8", "export check"), threads=torch.get_num_threads())
-    int8_acc = {key: _accuracy(served, rows, batch_size) for key, rows in tests.items()}
+    int8_predictions = {key: _predict(served, rows, batch_size) for key, rows in tests.items()}
+    int8_acc = {key: sum(p == r["label"] for p, r in zip(int8_predictions[key], rows)) / max(len(rows), 1)
+                for key, rows in tests.items()}
     report = {
         "fp32": dict(fp32_acc), "int8": int8_acc,
         "drop": {key: fp32_acc[key] - int8_acc[key] for key in int8_acc},
+        "agreement": {key: sum(model.labels[i] == p for i, p in zip(fp32_predictions[key], int8_predictions[key]))
+                      / max(len(int8_predictions[key]), 1) for key in int8_predictions} if fp32_predictions else None,
         "bytes": {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
         "seconds": {"export": exported - begin, "quantize": quantized - exported,
                     "evaluate_int8": time.perf_counter() - quantized},
@@ -92,9 +98,10 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     return report
 
 
-def _accuracy(served, rows: list[dict], batch_size: int) -> float:
-    if not rows:
-        return 0.0
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # similar lengths share a batch
-    predictions = served.predict([rows[i]["text"] for i in order], batch_size)
-    return sum(p.label == rows[i]["label"] for p, i in zip(predictions, order)) / len(rows)
+def _predict(served, rows: list[dict], batch_size: int) -> list[str]:
+    """The served model's label for each row, in order (batched by length: similar lengths share a batch)."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))
+    labels: list[str] = [""] * len(rows)
+    for i, prediction in zip(order, served.predict([rows[i]["text"] for i in order], batch_size)):
+        labels[i] = prediction.label
+    return labels

@@ -119,7 +119,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
     export = (lambda folder: export_round_model(model, tokenizer, folder, tests, metrics["acc"], params["export"],
-                                                eval_batch)) if params["export"]["onnx"] else None
+                                                eval_batch, predictions)) if params["export"]["onnx"] else None
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
                 export)
     return metrics
@@ -148,6 +148,7 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     if export is not None:  # ONNX fp32 + int8 beside the weights, and int8 accuracy on every test split
         report = export(tmp / "model")
         metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]
+        metrics["int8_agreement"] = report["agreement"]
         metrics["export_seconds"] = sum(report["seconds"].values())
     metrics.update(strategy.save(tmp, context))
     if refit is not None:
