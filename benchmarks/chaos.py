@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -545,7 +545,7 @@ class Auditor:
         return found
 
     def _load(self, champion) -> None:
-        from service.classifier import LoadedClassifier
+        from service import backends
         from service.model_source import hf_folders, source_for
 
         source = source_for(f"models:/{MODEL_NAME}@champion", f"sqlite:///{self.ws / 'mlflow.db'}")
@@ -554,7 +554,8 @@ class Auditor:
             raise RuntimeError(f"the service resolved v{card.version}, the registry says v{champion.version}")
         with tempfile.TemporaryDirectory() as tmp:
             model_dir, tokenizer_dir = hf_folders(source.fetch(card, Path(tmp)))
-            loaded = LoadedClassifier.load(model_dir, tokenizer_dir, card, 32)
+            choice = backends.choose("auto", model_dir, card, 0.01)  # what `continual serve` would load
+            loaded = backends.load(choice, model_dir, tokenizer_dir, card, 32, threads=1)
             (prediction,) = loaded.predict(["a text after a crash"], batch_size=1)
             if prediction.label not in loaded.labels:
                 raise RuntimeError(f"predicted {prediction.label!r}, not one of the labels")
@@ -1230,7 +1231,7 @@ def summarise_kill(result: dict) -> list[tuple[str, str, str]]:
         ("kill -9", "duplicated / missing MLflow runs", f"{total('duplicated_runs')} / {total('missing_runs')}"),
         ("kill -9", "orphan RUNNING runs", f"{total('running_runs')}"),
         ("kill -9", "registered versions never gated", f"{total('ungated_versions')}"),
-        ("kill -9", "champion loads (service.classifier)", f"{loads}/{len(records)}"),
+        ("kill -9", "champion loads (service.backends)", f"{loads}/{len(records)}"),
         ("kill -9", "leftovers (lock, temp folder, journal)", f"{total('leftovers')}"),
         ("kill -9", "audits with any problem", f"{problems}/{len(records)}"),
         ("kill -9", "recoveries ended by a signal from outside this run, rerun",

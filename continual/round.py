@@ -20,9 +20,8 @@ from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head,
                              set_prototype_rows)
 from continual.strategies import RoundContext, make_strategy
 from continual.trainer import ProgressLog, train_one_experience
-from continual.workspace import Workspace
+from continual.workspace import ROUND_PARAMS, Workspace  # ROUND_PARAMS: what a round's result depends on
 
-ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round's result depends on
 
 
 def set_threads(train: dict) -> int:

@@ -34,7 +34,7 @@ VERIFIED_MARKER = ".continual/verified"
 ID_FILE = ".continual/workspace_id"  # a uuid: MLflow lineages survive moving the workspace
 INGEST_JOURNAL = ".continual/ingest-journal.json"  # what an ingest writing now would undo (continual.ingest)
 FINISHED_ROUND = ".continual/finished-round"  # the last round `continual round` finished, as hard links
-ROUND_PARAMS = ("seed", "model", "train", "strategy")  # what a round depends on: continual.round's, dvc.yaml's
+ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round depends on: continual.round's, dvc.yaml's
 REPAIR_HINT = "repair: run `continual repair`, then `dvc repro`"
 
 

@@ -13,7 +13,7 @@ import pytest
 from service import create_app
 from service.app import shutdown
 from service.batching import MicroBatcher
-from service.classifier import Prediction
+from service.backends import Prediction
 from service.config import load_config
 
 LIMITS = {"max_texts": 4, "max_text_chars": 200, "max_body_bytes": 4096, "max_length": 16}

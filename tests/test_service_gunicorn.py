@@ -177,10 +177,15 @@ def test_hot_swap_under_concurrent_requests(server, tmp_path):
     base = server["base"]
     stop = threading.Event()
     answers: list[list[tuple[int, str | None, int]]] = [[] for _ in range(3)]
+    # Registered before the load starts: the swap must land while the clients are still sending.
+    four_labels = export_tiny(make_tiny_model(tmp_path / "v2", ["neg", "neu", "pos", "mixed"], seed=1))
+    version = register_tiny_model(server["registry"], four_labels, 2, "movies", alias=None,
+                                  tags={INT8_GATE_TAG: "passed: test fixture"})
 
     def fire(slot: int) -> None:
         session = requests.Session()
-        for _ in range(2000):  # bounded even if stop never came
+        give_up = time.monotonic() + 120  # bounded even if stop never came
+        while time.monotonic() < give_up:
             if stop.is_set():
                 return
             response = session.post(f"{base}/predict", json={"texts": ["swap me", "and me"]}, timeout=15)
@@ -195,9 +200,7 @@ def test_hot_swap_under_concurrent_requests(server, tmp_path):
     for thread in threads:
         thread.start()
     try:
-        four_labels = export_tiny(make_tiny_model(tmp_path / "v2", ["neg", "neu", "pos", "mixed"], seed=1))
-        version = register_tiny_model(server["registry"], four_labels, 2, "movies", alias=None,
-                                      tags={INT8_GATE_TAG: "passed: test fixture"})
+        time.sleep(0.5)  # the clients are on the old model
         move_alias(server["registry"], version)
         reload = requests.post(f"{base}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
         assert reload.status_code == 200, reload.text  # swapped, or the poll got there first
