@@ -315,6 +315,14 @@ def test_a_lone_request_never_waits_for_company():
         batcher.close()
 
 
+def test_threads_per_worker_follow_the_usable_cores(monkeypatch):
+    from service import gunicorn_conf
+
+    monkeypatch.setattr(gunicorn_conf.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert gunicorn_conf.usable_cores() == 6
+    assert [gunicorn_conf.compute_threads_per_worker(w) for w in (1, 2, 4, 6, 12)] == [6, 3, 1, 1, 1]
+
+
 def test_config_reads_environment_and_refuses_unknown_keys():
     config = load_config({"max_texts": "7"}, environ={"CONTINUAL_BATCHING": "false", "MLFLOW_TRACKING_URI": "x",
                                                       "CONTINUAL_REGISTERED_MODEL": "m"})
