@@ -23,7 +23,6 @@ from continual.trainer import ProgressLog, train_one_experience
 from continual.workspace import ROUND_PARAMS, Workspace  # ROUND_PARAMS: what a round's result depends on
 
 
-
 def set_threads(train: dict) -> int:
     threads = int(train.get("threads") or 0) or int(os.environ.get("CONTINUAL_THREADS", "0") or 0)
     if threads:

@@ -39,7 +39,8 @@ def test_onnx_tokenizer_gives_the_ids_transformers_gives(onnx_model_dir):
 
     reference = AutoTokenizer.from_pretrained(onnx_model_dir)
     ours = onnx_tokenizer(onnx_model_dir, 64)
-    for batch in (HOSTILE_TEXTS[:7], HOSTILE_TEXTS[7:30], HOSTILE_TEXTS[30:], ["x" * 20000, "short"]):
+    for batch in (HOSTILE_TEXTS[:7], HOSTILE_TEXTS[7:30], HOSTILE_TEXTS[30:],
+                  ["x" * 20000, "short", "nul\x00inside", "\x00"]):
         expected = reference(batch, truncation=True, max_length=64, padding=True)
         encodings = ours.encode_batch(batch)
         assert [e.ids for e in encodings] == expected["input_ids"]
