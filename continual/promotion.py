@@ -405,6 +405,24 @@ def _record_interrupted_move(client: "MlflowClient", ws: Workspace, name: str, v
     print(f"champion: {name} v{version} holds the alias, but its move was not recorded (interrupted): recorded now")
 
 
+def _set_alias(client: "MlflowClient", name: str, version: str, expected: "ModelVersion | None") -> None:
+    """Write the alias; a writer that lost the race to create it is refused like any other moved champion.
+
+    MLflow's SQL store writes an alias with ``session.merge`` (a SELECT, then an INSERT when no row is
+    there), so two processes creating the first champion at once both INSERT and one of them fails on the
+    table's primary key. That loser saw "no champion" and is now wrong about it: it is a ChampionMoved."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, ALIAS, version)
+    except MlflowException as failed:
+        now = _number(_champion(client, name))
+        if now == _number(expected):
+            raise
+        raise ChampionMoved(f"{name}: another process set the champion to v{now} while this move to v{version} "
+                            f"was writing it; nothing changed. Run it again to decide against v{now}") from failed
+
+
 def _move(client: "MlflowClient", ws: Workspace, name: str, version: str, expected: "ModelVersion | None",
           how: str, kind: str) -> None:
     """Point the alias at ``version`` if it still points at ``expected`` (compare-and-set), and record it."""
@@ -414,7 +432,7 @@ def _move(client: "MlflowClient", ws: Workspace, name: str, version: str, expect
             f"{name}: the champion is v{_number(current) or '-'} now, not v{_number(expected) or '-'} as when this "
             f"move to v{version} was decided; nothing changed. Run it again to decide against the new champion")
     tags = _model_tags(client, name)
-    client.set_registered_model_alias(name, ALIAS, version)
+    _set_alias(client, name, version, expected)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     entry = {"kind": kind, "from": _number(expected), "to": version, "how": how, "at": now,
              "workspace": ws.identity[:12]}

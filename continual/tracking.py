@@ -90,13 +90,14 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
     for variable, value in FAIL_FAST.items():
         os.environ.setdefault(variable, value)
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from continual.race_safe_client import RaceSafeClient
 
     server = os.environ.get("MLFLOW_TRACKING_URI")
     uri = server or f"sqlite:///{ws.root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)  # the fluent log_model call writes wherever this points
-    client = MlflowClient(uri)
+    client = RaceSafeClient(uri)
     name = params["tracking"]["experiment"]
     try:
         experiment = client.get_experiment_by_name(name)

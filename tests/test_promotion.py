@@ -171,6 +171,31 @@ def test_a_move_is_refused_when_the_alias_moved_since_the_decision(tmp_path, tin
     assert champion_of(client, name) == "2" and dict(client.get_registered_model(name).tags) == before
 
 
+def test_a_writer_that_loses_the_race_to_create_the_first_champion_is_refused(tmp_path, tiny_model_dir,
+                                                                             monkeypatch):
+    # MLflow's SQL store writes an alias as SELECT-then-INSERT: two first promotions at once both INSERT, and
+    # the loser gets an IntegrityError (CI, stop 16). Replay it: the other writer's INSERT lands in between.
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8], [0.8, 0.8]])
+    real = MlflowClient.set_registered_model_alias
+
+    def raced(self, model, alias, version):
+        real(self, model, alias, "2")  # the other process's INSERT wins
+        raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", raced)
+    before = dict(client.get_registered_model(name).tags)
+    with pytest.raises(promotion.ChampionMoved, match="another process set the champion to v2"):
+        promotion._move(client, ws, name, "1", None, "gate, round 0001-tweets", "gate")
+    assert champion_of(client, name) == "2" and dict(client.get_registered_model(name).tags) == before
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias",
+                        lambda *a: (_ for _ in ()).throw(MlflowException("disk I/O error")))
+    with pytest.raises(MlflowException, match="disk I/O"):  # a failure that moved nothing is not a race
+        promotion._move(client, ws, name, "1", promotion._champion(client, name), "gate", "gate")
+
+
 def test_history_written_by_a_former_release_is_kept_and_rolled_back_through(tmp_path, tiny_model_dir):
     ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8], [0.8, 0.8]])
     client.set_registered_model_alias(name, "champion", "2")
@@ -279,3 +304,30 @@ def test_a_dvc_experiment_logs_and_judges_but_never_moves_the_alias(tmp_path, ti
     subprocess.run(git + ["add", "params.yaml", "dvc.lock", "stream.yaml"], cwd=ws.root, check=True)
     subprocess.run(git + ["commit", "-qm", "apply the experiment"], cwd=ws.root, check=True)
     assert promotion.track(ws, params).accepted and champion_of(client, name) == "1"
+
+
+def test_a_tag_write_that_loses_an_insert_race_is_written_again(tmp_path, tiny_model_dir, monkeypatch):
+    # Two gates tagging one version at once both INSERT the tag row (CI, stop 16); the loser writes again.
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from continual.race_safe_client import RaceSafeClient
+
+    ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8]])
+    assert isinstance(client, RaceSafeClient)
+    real, calls = MlflowClient.set_model_version_tag, []
+
+    def raced(self, *args):
+        calls.append(args)
+        if len(calls) == 1:
+            real(self, name, "1", "serving.int8", "the other writer")
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: model_version_tags.key")
+        return real(self, *args)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", raced)
+    client.set_model_version_tag(name, "1", "serving.int8", "this writer")
+    assert len(calls) == 2 and client.get_model_version(name, "1").tags["serving.int8"] == "this writer"
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag",
+                        lambda *a: (_ for _ in ()).throw(MlflowException("disk I/O error")))
+    with pytest.raises(MlflowException, match="disk I/O"):  # any other failure is raised at once
+        client.set_model_version_tag(name, "1", "serving.int8", "x")
