@@ -123,6 +123,12 @@ def cmd_status(args) -> int:
         newest = rounds[-1]["key"]
         print(f"\nint8 ONNX of round {newest} (served by `continual serve` when passed): "
               f"{int8_check(ws, newest, params)}")
+    if rounds:
+        from continual.storage import format_storage
+
+        adapter = params["model"].get("adapter", "none")
+        print(f"\nstorage (model.adapter: {adapter}; cache +: what the round's output added to the DVC cache)")
+        print(format_storage(ws))
     if pending:
         print(f"\nnot trained yet: {', '.join(pending)} (run dvc repro)")
     damage = _crash_damage(ws)
@@ -143,6 +149,25 @@ def _crash_damage(ws) -> list[str]:
         damage.append(f"an ingest of {journal['key']} (from {journal.get('source', '?')}) was killed half way; "
                       "the next `continual ingest` also rolls it back")
     return damage
+
+
+def cmd_merge(args) -> int:
+    """A round's classifier as one plain folder (a LoRA round's adapters merged), with its ONNX graphs."""
+    from continual.adapters import is_adapter_folder
+    from continual.export import merged_folder
+
+    ws, _ = _workspace(args)
+    source, out = ws.round_dir(args.round) / "model", Path(args.out)
+    if not (source / "classifier.json").is_file():
+        raise ValueError(f"round {args.round} has no model folder ({source}); run dvc repro")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty")
+    if not is_adapter_folder(source):
+        raise ValueError(f"round {args.round} was trained with model.adapter: none: {source} is already one plain "
+                         "folder, serve or copy it as it is")
+    merged_folder(source, out)
+    print(f"merged: {source} -> {out} (serve it with `continual serve --model-uri {out}`)")
+    return 0
 
 
 def cmd_repair(args) -> int:
@@ -245,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("repair", help="put right what a killed process left (damaged dvc.lock, half ingest)")
     p.set_defaults(func=cmd_repair)
+    p = sub.add_parser("merge", help="write a LoRA round's model as one plain folder (adapters merged), servable")
+    p.add_argument("round", help="round key, e.g. 0002-movies")
+    p.add_argument("out", help="the folder to write (must not exist or be empty)")
+    p.set_defaults(func=cmd_merge)
     p = sub.add_parser("promote", help="move the champion alias to a round's registered model, by hand")
     p.add_argument("round", help="round key, e.g. 0002-movies")
     p.set_defaults(func=cmd_promote)

@@ -12,9 +12,12 @@ version (the pyfunc's ``classifier`` artifact):
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import shutil
+import tempfile
 import time
 import warnings
 from contextlib import redirect_stdout
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from service.backends import ONNX_DIR, QUANTIZATION_REPORT, BackendChoice, onnx_file
+from service.backends import ONNX_DIR, QUANTIZATION_REPORT, BackendChoice, onnx_file, read_quantization_report
 from service.model_source import ModelCard
 from service.pooled import PooledClassifier
 
@@ -88,6 +91,7 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
         "agreement": {key: sum(model.labels[i] == p for i, p in zip(fp32_predictions[key], int8_predictions[key]))
                       / max(len(int8_predictions[key]), 1) for key in int8_predictions} if fp32_predictions else None,
         "bytes": {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
+        "sha256": {"fp32": sha256(fp32_path), "int8": sha256(int8_path)},
         "seconds": {"export": exported - begin, "quantize": quantized - exported,
                     "evaluate_int8": time.perf_counter() - quantized},
         "quantization": {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
@@ -96,6 +100,63 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     }
     (folder / QUANTIZATION_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def export_round(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
+                 fp32_acc: dict[str, float], settings: dict, batch_size: int,
+                 fp32_predictions: dict[str, list[int]] | None = None) -> dict:
+    """``export_round_model`` for any round. A LoRA round's merged model is exported and measured in a scratch
+    folder and only the report is kept: its round folder holds no copy of the encoder's weights. The track
+    stage rebuilds the same graphs for the model version (``merged_folder``) and checks them by sha256."""
+    from continual import adapters
+
+    if not adapters.adapter_names(model):
+        return export_round_model(model, tokenizer, model_dir, tests, fp32_acc, settings, batch_size, fp32_predictions)
+    with tempfile.TemporaryDirectory(prefix="continual-export-") as scratch:
+        merged = adapters.merged(model)
+        merged.save(scratch)
+        tokenizer.save_pretrained(scratch)
+        report = export_round_model(merged, tokenizer, Path(scratch), tests, fp32_acc, settings, batch_size,
+                                    fp32_predictions)
+        (Path(model_dir) / ONNX_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(scratch) / ONNX_DIR / QUANTIZATION_REPORT, Path(model_dir) / ONNX_DIR / QUANTIZATION_REPORT)
+    return report
+
+
+def merged_folder(model_dir: Path, target: Path) -> Path:
+    """A LoRA round's model as a plain classifier folder, adapters merged (what MLflow registers and servers
+    load). When the round measured its int8 graph, the graphs are rebuilt here; the round's report travels
+    with them only if they are the same bytes it measured, else the int8 check reads "missing"."""
+    from continual import adapters
+    from continual.model import load_classifier
+
+    model, tokenizer = load_classifier(model_dir, trainable=False)
+    merged = adapters.merged(model)
+    target.mkdir(parents=True, exist_ok=True)
+    merged.save(target)
+    tokenizer.save_pretrained(target)
+    report = read_quantization_report(model_dir)
+    if report is None:
+        return target
+    (target / ONNX_DIR).mkdir(exist_ok=True)
+    export_fp32(merged, tokenizer, onnx_file(target, "onnx"))
+    quantize_int8(onnx_file(target, "onnx"), onnx_file(target, "onnx-int8"), report["quantization"]["per_channel"])
+    rebuilt = {"fp32": sha256(onnx_file(target, "onnx")), "int8": sha256(onnx_file(target, "onnx-int8"))}
+    if rebuilt == report.get("sha256"):
+        shutil.copy(Path(model_dir) / ONNX_DIR / QUANTIZATION_REPORT, target / ONNX_DIR / QUANTIZATION_REPORT)
+    else:
+        print(f"export: {model_dir}: the rebuilt ONNX graphs differ from those the round measured "
+              f"({rebuilt} vs {report.get('sha256')}); the model version is logged without the int8 report, "
+              "so it is served in fp32")
+    return target
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _predict(served, rows: list[dict], batch_size: int) -> list[str]:

@@ -43,9 +43,13 @@ def new_classifier(base: str | Path, labels: list[str], max_length: int) -> tupl
     return model, AutoTokenizer.from_pretrained(base)
 
 
-def load_classifier(folder: str | Path) -> tuple[PooledClassifier, object]:
-    """A round's model and tokenizer; a folder from before pooled classifiers raises LegacyModelFolder."""
-    return PooledClassifier.load(folder), AutoTokenizer.from_pretrained(folder)
+def load_classifier(folder: str | Path, trainable: bool = True) -> tuple[PooledClassifier, object]:
+    """A round's model and tokenizer (a LoRA round's: base encoder plus its adapters, ``continual.adapters``);
+    a folder from before pooled classifiers raises LegacyModelFolder."""
+    from continual import adapters
+
+    model = adapters.load(folder, trainable) if adapters.is_adapter_folder(folder) else PooledClassifier.load(folder)
+    return model, AutoTokenizer.from_pretrained(folder)
 
 
 @torch.no_grad()

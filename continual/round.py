@@ -11,8 +11,9 @@ import time
 import numpy as np
 import torch
 
+from continual import adapters
 from continual.evaluation import accuracy, confusion
-from continual.export import export_round_model
+from continual.export import export_round
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
@@ -56,19 +57,27 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     threads = set_threads(train)
     seed_everything(int(params["seed"]) + index)
     strategy = make_strategy(params)
+    adapter = adapters.adapter_kind(params)
+    if adapter != "none" and strategy.closed_form:
+        raise ValueError(f"strategy {strategy.name} keeps the encoder frozen and trains no weights of it: "
+                         f"model.adapter: {adapter} has nothing to adapt. Set model.adapter: none")
     labels = labels_in_order(ws, keys)
     tests = {k: read_split(ws, k, "test") for k in keys}
 
     acc_before = None
     if prev is not None:
+        adapters.check_parent(ws.round_dir(prev), adapter)
         model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
         acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch)
     if prev is None or strategy.from_base or strategy.closed_form:
         # Closed-form strategies keep the pretrained encoder frozen: their state is the sums, not the weights.
         model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), labels, max_length)
         new_labels = labels
+        if adapter == "lora" and not strategy.closed_form:
+            adapters.attach(model, params)
     else:
         new_labels = grow_head(model, labels)
+    strategy.prepare_model(model, index)  # olora: this round's own adapter, the earlier ones frozen
 
     context = RoundContext(tokenizer, model.label2id, max_length)
     wrapped = LogitsOnly(model, tokenizer.pad_token_id)
@@ -86,7 +95,8 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
                                float(train["prototype_scale"]))
         dataset = context.dataset(rows)
         steps = -(-len(rows) // int(train["batch_size"]))
-        progress = train_one_experience(wrapped, dataset, train, strategy.plugins(), steps, index - 1,
+        progress = train_one_experience(wrapped, dataset, adapters.train_settings(params), strategy.plugins(), steps,
+                                        index - 1,
                                         desc=f"round {index} {key} [{strategy.name}]")
         if not strategy.from_base:  # joint has all the data at hand: no lean to undo
             refit = HeadRefit(params)
@@ -116,8 +126,8 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
-    export = (lambda folder: export_round_model(model, tokenizer, folder, tests, metrics["acc"], params["export"],
-                                                eval_batch, predictions)) if params["export"]["onnx"] else None
+    export = (lambda folder: export_round(model, tokenizer, folder, tests, metrics["acc"], params["export"],
+                                          eval_batch, predictions)) if params["export"]["onnx"] else None
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
                 export)
     return metrics
@@ -141,7 +151,10 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save(tmp / "model")
+    if adapters.adapter_names(model):  # a LoRA round: adapters and head, no encoder weight
+        adapters.save(model, tmp / "model", round_info["params"]["model"]["base"])
+    else:
+        model.save(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
     if export is not None:  # ONNX fp32 + int8 beside the weights, and int8 accuracy on every test split
         report = export(tmp / "model")

@@ -298,8 +298,19 @@ def _lineage_run(client: "MlflowClient", experiment_id: str, ws: Workspace, info
 
 
 def _register_model(client: "MlflowClient", folder: RoundFolder, name: str, run_id: str) -> str:
-    """Log the round's model folder as a pyfunc model (what `mlflow models serve` runs) and register it."""
-    logged = log_pooled_model(folder.path / "model", registered_model_name=name)
+    """Log the round's model folder as a pyfunc model (what `mlflow models serve` runs) and register it.
+
+    A LoRA round's folder holds adapters: the version gets them merged into a plain classifier folder, so
+    every server, the ONNX backends included, loads one model as it would any round's."""
+    from continual.adapters import is_adapter_folder
+
+    with tempfile.TemporaryDirectory(prefix="continual-merged-") as scratch:
+        model_dir = folder.path / "model"
+        if is_adapter_folder(model_dir):
+            from continual.export import merged_folder
+
+            model_dir = merged_folder(model_dir, Path(scratch) / "model")
+        logged = log_pooled_model(model_dir, registered_model_name=name)
     version = str(logged.registered_model_version)
     tags = {
         "round": str(folder.info["index"]),

@@ -151,6 +151,12 @@ def hf_folders(root: Path) -> tuple[Path, Path]:
     for candidate in (root, root / "model"):
         if (candidate / "config.json").exists():
             return candidate, candidate
+    for candidate in (root, root / "model"):
+        if (candidate / "adapter_config.json").exists():  # model.adapter: lora
+            raise FileNotFoundError(
+                f"{candidate} is a LoRA round's folder: adapters and a head, no encoder weights. Serve its registered "
+                f"model version (models:/NAME/VERSION or @champion: adapters merged), or write a servable folder "
+                f"with `continual merge ROUND OUT`")
     raise FileNotFoundError(f"{root} holds no Hugging Face model (config.json), round folder or MLflow model")
 
 

@@ -124,7 +124,9 @@ class PooledClassifier(torch.nn.Module):
         (folder / CLASSIFIER_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "PooledClassifier":
+    def load(cls, folder: str | Path, encoder: torch.nn.Module | None = None) -> "PooledClassifier":
+        """The classifier in ``folder``; ``encoder`` replaces the folder's own (a LoRA round's folder holds
+        adapters and the head only: ``continual.adapters`` builds its encoder from the base model)."""
         folder = Path(folder)
         if not is_pooled_folder(folder):
             raise LegacyModelFolder(
@@ -135,8 +137,8 @@ class PooledClassifier(torch.nn.Module):
         if card.get("format") != FORMAT:
             raise ValueError(f"{folder / CLASSIFIER_FILE}: format {card.get('format')!r}, expected {FORMAT!r}")
         tensors = load_file(folder / HEAD_FILE)
-        model = cls(load_encoder(folder), card["labels"], card["pooling"], bool(card["normalize"]), tensors.get("projection"),
-                    int(card["max_length"]))
+        model = cls(encoder if encoder is not None else load_encoder(folder), card["labels"], card["pooling"],
+                    bool(card["normalize"]), tensors.get("projection"), int(card["max_length"]))
         model.head.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
         return model.eval()
 

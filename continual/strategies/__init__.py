@@ -6,11 +6,13 @@ from continual.strategies.ewc import EWC
 from continual.strategies.joint import Joint
 from continual.strategies.naive import Naive
 from continual.strategies.ncm import NCM
+from continual.strategies.olora import OLoRA
 from continual.strategies.replay import Replay
 from continual.strategies.replay_ewc import ReplayEWC
 from continual.strategies.ridge import Ridge
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Naive, Replay, EWC, ReplayEWC, Joint, NCM, Ridge)}
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Naive, Replay, EWC, ReplayEWC, Joint, NCM, Ridge,
+                                                              OLoRA)}
 
 
 def make_strategy(params: dict) -> Strategy:

@@ -47,6 +47,9 @@ class Strategy:
     def plugins(self) -> list:
         return [plugin for part in self.parts_ for plugin in part.plugins()]
 
+    def prepare_model(self, model: torch.nn.Module, index: int) -> None:
+        """Change the classifier before round ``index`` trains (olora adds the round's adapter); default: nothing."""
+
     def train_keys(self, keys_so_far: list[str]) -> list[str]:
         """The arrivals whose train split this round trains on (the newest, unless joint)."""
         return keys_so_far[-1:]

@@ -39,6 +39,18 @@ class DeviceFollowingEWC(EWCPlugin):
                     data.device = device  # what ParamData.expand pads with when the head grows
         return super().before_training_exp(strategy, **kwargs)
 
+    def compute_importances(self, model, *args, **kwargs):
+        """Importance of the trainable parameters only: a LoRA round's frozen encoder gets no gradient, and a
+        zero importance for each of its 22M weights would only fill ewc.safetensors and the penalty's loop."""
+        trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+        return {k: v for k, v in super().compute_importances(model, *args, **kwargs).items() if k in trainable}
+
+    def after_training_exp(self, strategy, **kwargs):
+        super().after_training_exp(strategy, **kwargs)
+        counter = strategy.clock.train_exp_counter  # the anchor too: only what has an importance
+        self.saved_params[counter] = {k: v for k, v in self.saved_params[counter].items()
+                                      if k in self.importances[counter]}
+
 
 class EWC(Strategy):
     name = "ewc"
