@@ -46,6 +46,7 @@ bench-quick: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/trainer_speed.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/overheads.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/quantized.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/lora.py --quick
 
 # The timed benchmarks run alone; the two forgetting streams (accuracy, not time) then share the 2 cores.
 bench: $(STAMP)

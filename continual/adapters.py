@@ -41,6 +41,15 @@ def train_settings(params: dict) -> dict:
     return {**params["train"], "lr": float(params["model"]["lora"]["lr"])}
 
 
+def for_training(model: PooledClassifier, params: dict) -> None:
+    """Gradient checkpointing on the frozen encoder when ``model.lora.gradient_checkpointing`` (transformers' own:
+    each layer's activations are recomputed in the backward pass; non-reentrant, so frozen inputs need no
+    ``requires_grad`` trick). Only in training mode: evaluation and export run the plain forward."""
+    if adapter_kind(params) == "lora" and params["model"]["lora"].get("gradient_checkpointing"):
+        model.encoder.get_base_model().gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def check_parent(parent: Path, kind: str) -> None:
     """Refuse to continue a round trained with another ``model.adapter``: its weights are not this round's kind.
 

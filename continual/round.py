@@ -78,6 +78,8 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     else:
         new_labels = grow_head(model, labels)
     strategy.prepare_model(model, index)  # olora: this round's own adapter, the earlier ones frozen
+    if adapter != "none" and not strategy.closed_form:
+        adapters.for_training(model, params)
 
     context = RoundContext(tokenizer, model.label2id, max_length)
     wrapped = LogitsOnly(model, tokenizer.pad_token_id)
