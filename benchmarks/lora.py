@@ -8,7 +8,11 @@ Both benchmark streams (VADER, domain-incremental; WordNet, class-incremental), 
 - full: replay+ewc with model.adapter: none (what ships);
 - lora: replay+ewc with model.adapter: lora (EWC over the adapters and head);
 - lora-naive: sequential LoRA, one adapter continued every round, no replay, no EWC;
+- lora-qv: the same, adapters on the attention's query and value only (LoRA's own choice): fewer
+  adapted layers keep fewer activations;
 - olora: a new adapter per round, orthogonal to the earlier ones (continual/strategies/olora.py).
+
+`--configs full,lora` runs some; the tables then read every run on record under --out (lora_runs/).
 
 Every (stream, config, seed) trains in its own process, `--jobs` at a time (one torch thread each), so its
 peak RSS (the kernel's ru_maxrss for that child) is its own. Round folder bytes are measured as each round
@@ -30,9 +34,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
-CONFIGS = {"full": ("replay+ewc", "none"), "lora": ("replay+ewc", "lora"), "lora-naive": ("naive", "lora"),
-           "olora": ("olora", "lora")}
-PLAN = {"vader": ["full", "lora"], "wordnet": ["full", "lora", "lora-naive", "olora"]}
+CONFIGS = {"full": ("replay+ewc", "none", {}), "lora": ("replay+ewc", "lora", {}),
+           "lora-qv": ("replay+ewc", "lora", {"target_modules": ["query", "value"]}),
+           "lora-naive": ("naive", "lora", {}), "olora": ("olora", "lora", {})}
+PLAN = {"vader": ["full", "lora", "lora-qv"], "wordnet": ["full", "lora", "lora-qv", "lora-naive", "olora"]}
 
 
 def main() -> None:
@@ -40,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seeds", help="comma-separated training seeds")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (default 2: the two cores)")
     parser.add_argument("--stream", choices=("vader", "wordnet", "both"), default="both")
+    parser.add_argument("--configs", help=f"comma-separated, of {', '.join(CONFIGS)} (default: all that PLAN runs)")
     parser.add_argument("--one", help=argparse_hidden())
     args = parser.parse_args()
     out = harness.prepare(args)
@@ -55,11 +61,13 @@ def main() -> None:
     harness.training_params(args, bench, work)  # the tiny model, under --quick: made once, before the children
     for stream in streams:  # the splits every config and seed shares
         build_stream(stream, work / f"stream-{stream}", bench[f"{stream}_size"])
+    chosen = args.configs.split(",") if args.configs else list(CONFIGS)
     jobs = [{"stream": s, "config": c, "seed": seed, "size": bench[f"{s}_size"], "work": str(work)}
-            for seed in seeds for s in streams for c in PLAN[s]]
-    results = run_all(jobs, args, out)
-    for stream in streams:
-        runs = [r for r in results if r["stream"] == stream]
+            for seed in seeds for s in streams for c in PLAN[s] if c in chosen]
+    run_all(jobs, args, out)
+    for stream in streams:  # every run of this size on record, from this command and earlier ones (--configs)
+        runs = [json.loads(f.read_text()) for f in sorted((out / "lora_runs").glob(f"{stream}-*.json"))]
+        runs = [r for r in runs if r["size"] == bench[f"{stream}_size"] and "peak_rss_mb" in r]
         result = {"stream": stream, "size": bench[f"{stream}_size"], "runs": runs, "summary": summarise(runs)}
         harness.write_json(out, f"lora_{stream}", {"mode": bench["mode"], **result})
         print(report(result), flush=True)
@@ -117,8 +125,9 @@ def run_one(job: dict, args) -> None:
     work = Path(job["work"])
     stream = Workspace.at(work / f"stream-{job['stream']}")  # built by the parent: the same splits for all
     params = copy.deepcopy(harness.training_params(args, bench, work))
-    strategy, adapter = CONFIGS[job["config"]]
+    strategy, adapter, lora = (CONFIGS[job["config"]] + ({},))[:3]
     params["strategy"]["name"], params["model"]["adapter"], params["seed"] = strategy, adapter, job["seed"]
+    params["model"]["lora"].update(lora)
     params["strategy"]["replay"]["mem_size"] = max(1, int(bench["mem_fraction"] * sum(
         1 for key in stream.stream() for _ in stream.arrival_split_file(key, "train").open())))
     folder = work / "runs" / f"{job['stream']}-{job['config']}-{job['seed']}"
@@ -160,22 +169,25 @@ def summarise(runs: list[dict]) -> list[dict]:
 def targets(result: dict) -> list[tuple[str, bool, str]]:
     by = {r["config"]: r for r in result["summary"]}
     found = []
-    full, lora = by.get("full"), by.get("lora")
-    if full and lora:
+    full = by.get("full")
+    for name in ("lora", "lora-qv"):
+        lora = by.get(name)
+        if not (full and lora):
+            continue
         ratio = lora["folder_mb"] / full["folder_mb"]
-        found.append(("round folder <= 1/20 of full fine-tuning's", ratio <= 1 / 20,
+        found.append((f"{name}: round folder <= 1/20 of full fine-tuning's", ratio <= 1 / 20,
                       f"1/{1 / ratio:.0f} ({lora['folder_mb']:.2f} MB vs {full['folder_mb']:.1f} MB)"))
         rss = lora["peak_rss_mb"] / full["peak_rss_mb"]
-        found.append(("peak training RSS <= 0.7x", rss <= 0.7,
+        found.append((f"{name}: peak training RSS <= 0.7x", rss <= 0.7,
                       f"{rss:.2f}x ({lora['peak_rss_mb']:.0f} MB vs {full['peak_rss_mb']:.0f} MB)"))
         gap = lora["avg_acc"] - full["avg_acc"]
-        found.append(("final avg accuracy within 2 points", gap >= -0.02,
+        found.append((f"{name}: final avg accuracy within 2 points", gap >= -0.02,
                       f"{100 * gap:+.1f} points ({lora['avg_acc']:.3f} vs {full['avg_acc']:.3f})"))
         more = lora["forgetting_avg"] - full["forgetting_avg"]
-        found.append(("no more average forgetting", more <= 0,
+        found.append((f"{name}: no more average forgetting", more <= 0,
                       f"{100 * more:+.1f} points ({lora['forgetting_avg']:.3f} vs {full['forgetting_avg']:.3f})"))
         speed = lora["examples_per_s"] / full["examples_per_s"]
-        found.append(("(speed, no target) LoRA examples/s over full's", True, f"{speed:.2f}x"))
+        found.append((f"{name}: (speed, no target) examples/s over full's", True, f"{speed:.2f}x"))
     if by.get("olora") and by.get("lora-naive") and result["stream"] == "wordnet":
         o, n = by["olora"], by["lora-naive"]
         found.append(("olora forgets less than sequential LoRA (lora-naive)", o["forgetting_avg"] < n["forgetting_avg"],
