@@ -121,6 +121,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "examples": progress.examples, "train_rows": len(rows),
         "examples_per_s": progress.examples / progress.seconds if progress.seconds else 0.0,
         "train_seconds": progress.seconds, "threads": threads,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "confusion": confusion(tests[key], predictions[key], model.labels),
     }
     round_info = {
@@ -171,13 +172,14 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
         csv.writer(f).writerows([("step", "loss", "lr"), *log_rows])
     (tmp / "round.json").write_text(json.dumps(round_info, indent=2) + "\n")
     metrics["wall_seconds"] = time.perf_counter() - started
+    metrics["round_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())  # before metrics.json
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     ws.metrics_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: metrics[k] for k in ("avg_acc", "forgetting_avg", "forgetting_max", "bwt", "acc_before_update",
-                                    "examples_per_s", "wall_seconds", "buffer_size")}
+                                    "examples_per_s", "wall_seconds", "buffer_size", "round_bytes")}
     flat["acc"], flat["forgetting"] = metrics["acc"], metrics["forgetting"]
     if "int8_acc" in metrics:  # `dvc metrics show` / `dvc exp show` list the int8 graph beside fp32
         flat["int8_acc"], flat["int8_max_drop"] = metrics["int8_acc"], max(metrics["int8_drop"].values())

@@ -137,6 +137,8 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         "buffer_size": metrics.get("buffer_size"),
         "int8_max_drop": max(metrics["int8_drop"].values()) if metrics.get("int8_drop") else None,
         "export_seconds": metrics.get("export_seconds"),
+        "round_bytes": metrics.get("round_bytes"),  # the round folder on disk (LoRA: adapters, not a model)
+        "trainable_params": metrics.get("trainable_params"),
     }
     return {name: float(value) for name, value in values.items() if value is not None}
 

@@ -68,6 +68,9 @@ def test_a_lora_round_folder_holds_adapters_and_head_never_encoder_weights(lora_
     base = (tiny_model_dir / "model.safetensors").stat().st_size
     assert folder - tokenizer < base / 10, (folder, tokenizer, base)  # even the tiny encoder dwarfs a round
     assert metrics[-1]["avg_acc"] >= 0.9, metrics[-1]["accuracy_matrix"]  # the adapters did learn
+    assert metrics[-1]["round_bytes"] == folder - len((ws.round_dir("0002-part2") / "metrics.json").read_bytes())
+    encoder = sum(p.numel() for p in load_classifier(tiny_model_dir)[0].encoder.parameters())
+    assert 0 < metrics[-1]["trainable_params"] < encoder / 20
 
 
 def test_round_two_continues_from_round_one_adapter_and_the_base_stays_frozen(lora_stream, tiny_model_dir):
