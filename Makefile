@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench bench-quick bench-serve chaos clean
+.PHONY: venv demo test bench bench-quick bench-serve bench-lora chaos clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ test: $(STAMP)
 
 clean:
 	rm -rf demo bench .pytest_cache
+
+# LoRA rounds against full fine-tuning: 3 seeds x both streams, each run in its own process (peak RSS).
+bench-lora: $(STAMP)
+	$(BENCH_ENV) $(PY) benchmarks/lora.py
+	$(BENCH_ENV) $(PY) benchmarks/storage.py
+	mkdir -p docs/img && cp bench/full/lora_vader.png bench/full/lora_wordnet.png docs/img/
 
 bench-serve: $(STAMP)
 	$(PY) benchmarks/serve_bench.py --seconds 15
