@@ -143,7 +143,8 @@ def run_one(job: dict, args) -> None:
     shutil.rmtree(folder)
     last = metrics[-1]
     result = {**{k: job[k] for k in ("stream", "config", "seed", "size")}, "strategy": strategy, "adapter": adapter,
-              "avg_acc": last["avg_acc"], "forgetting_avg": last["forgetting_avg"], "forgetting_max": last["forgetting_max"],
+              "avg_acc": last["avg_acc"], "forgetting_avg": last["forgetting_avg"],
+              "forgetting_max": last["forgetting_max"],
               "accuracy_matrix": last["accuracy_matrix"],
               "folder_mb": statistics.fmean(total for total, _ in sizes) / 1e6,
               "weights_mb": statistics.fmean(weights for _, weights in sizes) / 1e6,
@@ -203,7 +204,8 @@ def report(result: dict) -> str:
     rows = [[r["config"], len(r["seeds"]), sd(r, "avg_acc"), sd(r, "forgetting_avg"), f"{r['forgetting_max']:.3f}",
              f"{r['folder_mb']:.2f}", f"{r['weights_mb']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{r['round_seconds']:.1f}",
              f"{r['examples_per_s']:.1f}"] for r in result["summary"]]
-    lines = [f"### {result['stream']} ({result['size']} per {'domain' if result['stream'] == 'vader' else 'class'})", "",
+    unit = "domain" if result["stream"] == "vader" else "class"
+    lines = [f"### {result['stream']} ({result['size']} per {unit})", "",
              harness.markdown_table(["config", "seeds", "final avg acc", "avg forgetting", "max forgetting",
                                      "round folder MB", "of it weights MB", "peak RSS MB", "s / round", "ex / s"],
                                     rows), ""]

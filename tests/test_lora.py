@@ -1,7 +1,6 @@
 """LoRA rounds (model.adapter: lora) with the tiny model: adapters only in the round folder, the previous
 adapter continued, one merged model for MLflow, ONNX and the server, and bad settings refused up front."""
 import json
-import os
 
 import pytest
 import torch
@@ -85,7 +84,8 @@ def test_round_two_continues_from_round_one_adapter_and_the_base_stays_frozen(lo
     base = PooledClassifier.load(tiny_model_dir).encoder.state_dict()
     frozen = second.encoder.get_base_model().state_dict()
     for name, weight in base.items():  # peft keeps each adapted layer's own weight as `<layer>.base_layer.weight`
-        key = name if name in frozen else name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        wrapped = name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        key = name if name in frozen else wrapped
         assert torch.equal(frozen[key], weight), name
 
 
@@ -145,7 +145,8 @@ def test_olora_adds_an_adapter_per_round_and_never_changes_the_earlier_ones(tmp_
     first, _ = load_classifier(ws.round_dir("0001-part1") / "model")
     second, tokenizer = load_classifier(ws.round_dir("0002-part2") / "model")
     assert adapters.adapter_names(second) == ["default", "round-2"]
-    assert json.loads((ws.round_dir("0002-part2") / "model" / "base.json").read_text())["adapters"] == ["default", "round-2"]
+    base = json.loads((ws.round_dir("0002-part2") / "model" / "base.json").read_text())
+    assert base["adapters"] == ["default", "round-2"]
     old, new = adapter_state(first), adapter_state(second)
     assert all(torch.equal(old[name], new[name]) for name in old)  # round 1's adapter is frozen in round 2
     assert any(not torch.equal(new[n], torch.zeros_like(new[n])) for n in new if ".round-2." in n and "lora_B" in n)
