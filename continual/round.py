@@ -121,7 +121,8 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "examples": progress.examples, "train_rows": len(rows),
         "examples_per_s": progress.examples / progress.seconds if progress.seconds else 0.0,
         "train_seconds": progress.seconds, "threads": threads,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable_params": 0 if strategy.closed_form else sum(p.numel() for p in model.parameters()
+                                                               if p.requires_grad),
         "confusion": confusion(tests[key], predictions[key], model.labels),
     }
     round_info = {
