@@ -169,7 +169,7 @@ def test_the_orthogonality_loss_is_zero_for_orthogonal_subspaces_only():
     with torch.no_grad():
         layer.lora_A["round-2"].weight[0, 0] = 1.0  # now it overlaps round 1's first direction: |1*1| = 1
     penalty = loss.penalty(layer)
-    assert float(penalty) == pytest.approx(0.5)
+    assert float(penalty.detach()) == pytest.approx(0.5)
     penalty.backward()  # the gradient reaches the new adapter only
     assert layer.lora_A["round-2"].weight.grad is not None and layer.lora_A["default"].weight.grad is None
 
