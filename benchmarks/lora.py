@@ -10,7 +10,9 @@ Both benchmark streams (VADER, domain-incremental; WordNet, class-incremental), 
 - lora-naive: sequential LoRA, one adapter continued every round, no replay, no EWC;
 - lora-qv: the same, adapters on the attention's query and value only (LoRA's own choice): fewer
   adapted layers keep fewer activations;
-- olora: a new adapter per round, orthogonal to the earlier ones (continual/strategies/olora.py).
+- olora: a new adapter per round, orthogonal to the earlier ones (continual/strategies/olora.py);
+- ridge (the frozen encoder with a closed-form head) and joint (retraining on every arrival so far): the
+  baselines every learning result stands beside.
 
 `--configs full,lora` runs some; the tables then read every run on record under --out (lora_runs/), and
 `--configs=` runs none: it only redraws the tables and plots (lora_<stream>.png) from the record.
@@ -37,8 +39,10 @@ import harness  # noqa: E402
 
 CONFIGS = {"full": ("replay+ewc", "none", {}), "lora": ("replay+ewc", "lora", {}),
            "lora-qv": ("replay+ewc", "lora", {"target_modules": ["query", "value"]}),
-           "lora-naive": ("naive", "lora", {}), "olora": ("olora", "lora", {})}
-PLAN = {"vader": ["full", "lora", "lora-qv"], "wordnet": ["full", "lora", "lora-qv", "lora-naive", "olora"]}
+           "lora-naive": ("naive", "lora", {}), "olora": ("olora", "lora", {}),
+           "ridge": ("ridge", "none", {}), "joint": ("joint", "none", {})}  # the baselines, same splits
+PLAN = {"vader": ["full", "lora", "lora-qv", "ridge", "joint"],
+        "wordnet": ["full", "lora", "lora-qv", "lora-naive", "olora", "ridge", "joint"]}
 
 
 def main() -> None:
@@ -116,31 +120,24 @@ def run_all(jobs: list[dict], args, out: Path) -> list[dict]:
 def run_one(job: dict, args) -> None:
     """One stream under one config and seed, in this process; writes its figures to job['result']."""
     import copy
-    import shutil
 
-    from continual.round import run_round
     from continual.storage import folder_bytes
     from continual.workspace import Workspace
-    from streams import scratch_workspace
+    from streams import rounds, train_rows
 
     bench = harness.settings(args, "lora")
     work = Path(job["work"])
     stream = Workspace.at(work / f"stream-{job['stream']}")  # built by the parent: the same splits for all
     params = copy.deepcopy(harness.training_params(args, bench, work))
-    strategy, adapter, lora = (CONFIGS[job["config"]] + ({},))[:3]
-    params["strategy"]["name"], params["model"]["adapter"], params["seed"] = strategy, adapter, job["seed"]
+    strategy, adapter, lora = CONFIGS[job["config"]]
+    params["model"]["adapter"] = adapter
     params["model"]["lora"].update(lora)
-    params["strategy"]["replay"]["mem_size"] = max(1, int(bench["mem_fraction"] * sum(
-        1 for key in stream.stream() for _ in stream.arrival_split_file(key, "train").open())))
+    params["strategy"]["replay"]["mem_size"] = max(1, int(bench["mem_fraction"] * train_rows(stream)))
     folder = work / "runs" / f"{job['stream']}-{job['config']}-{job['seed']}"
-    scratch = scratch_workspace(stream, folder)
-    keys, metrics, sizes = scratch.stream(), [], []
-    for i, key in enumerate(keys):
-        metrics.append(run_round(scratch, key, params))
-        sizes.append(folder_bytes(scratch.round_dir(key)))
-        if i:
-            shutil.rmtree(scratch.round_dir(keys[i - 1]))
-    shutil.rmtree(folder)
+    metrics, sizes = [], []
+    for round_metrics in rounds(stream, params, strategy, job["seed"], folder):  # a folder lives until the next
+        metrics.append(round_metrics)
+        sizes.append(folder_bytes(Workspace.at(folder).round_dir(round_metrics["key"])))
     last = metrics[-1]
     result = {**{k: job[k] for k in ("stream", "config", "seed", "size")}, "strategy": strategy, "adapter": adapter,
               "avg_acc": last["avg_acc"], "forgetting_avg": last["forgetting_avg"],
