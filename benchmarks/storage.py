@@ -23,13 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 
-def tree_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
-
-
 def measure(folder: Path, adapter: str, per_domain: int, base: str) -> dict:
     from continual.demo import run_demo
-    from continual.storage import cache_total, stream_bytes
+    from continual.storage import cache_total, stream_bytes, tree_bytes
     from continual.workspace import Workspace, create_workspace
 
     shutil.rmtree(folder, ignore_errors=True)

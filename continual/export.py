@@ -63,6 +63,15 @@ def quantize_int8(source: Path, target: Path, per_channel: bool) -> None:
         root.setLevel(level)
 
 
+def write_graphs(model: PooledClassifier, tokenizer, model_dir: Path, per_channel: bool) -> float:
+    """``model_dir``/onnx/: the fp32 graph, then its int8 quantization; returns when the fp32 export ended."""
+    (Path(model_dir) / ONNX_DIR).mkdir(parents=True, exist_ok=True)
+    export_fp32(model, tokenizer, onnx_file(model_dir, "onnx"))
+    exported = time.perf_counter()
+    quantize_int8(onnx_file(model_dir, "onnx"), onnx_file(model_dir, "onnx-int8"), per_channel)
+    return exported
+
+
 def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
                        fp32_acc: dict[str, float], settings: dict, batch_size: int,
                        fp32_predictions: dict[str, list[int]] | None = None) -> dict:
@@ -72,13 +81,10 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     from service.backends.onnxrt import OnnxClassifier
 
     folder = Path(model_dir) / ONNX_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     fp32_path, int8_path = onnx_file(model_dir, "onnx"), onnx_file(model_dir, "onnx-int8")
-    begin = time.perf_counter()
-    export_fp32(model, tokenizer, fp32_path)
-    exported = time.perf_counter()
     per_channel = bool(settings.get("int8_per_channel", True))
-    quantize_int8(fp32_path, int8_path, per_channel)
+    begin = time.perf_counter()
+    exported = write_graphs(model, tokenizer, model_dir, per_channel)
     quantized = time.perf_counter()
     served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="export"), model.max_length,
                                  BackendChoice("onnx-int8", "export check"), threads=torch.get_num_threads())
@@ -113,9 +119,7 @@ def export_round(model: PooledClassifier, tokenizer, model_dir: Path, tests: dic
     if not adapters.adapter_names(model):
         return export_round_model(model, tokenizer, model_dir, tests, fp32_acc, settings, batch_size, fp32_predictions)
     with tempfile.TemporaryDirectory(prefix="continual-export-") as scratch:
-        merged = adapters.merged(model)
-        merged.save(scratch)
-        tokenizer.save_pretrained(scratch)
+        merged = _save_merged(model, tokenizer, Path(scratch))
         report = export_round_model(merged, tokenizer, Path(scratch), tests, fp32_acc, settings, batch_size,
                                     fp32_predictions)
         (Path(model_dir) / ONNX_DIR).mkdir(parents=True, exist_ok=True)
@@ -127,20 +131,14 @@ def merged_folder(model_dir: Path, target: Path) -> Path:
     """A LoRA round's model as a plain classifier folder, adapters merged (what MLflow registers and servers
     load). When the round measured its int8 graph, the graphs are rebuilt here; the round's report travels
     with them only if they are the same bytes it measured, else the int8 check reads "missing"."""
-    from continual import adapters
     from continual.model import load_classifier
 
     model, tokenizer = load_classifier(model_dir, trainable=False)
-    merged = adapters.merged(model)
-    target.mkdir(parents=True, exist_ok=True)
-    merged.save(target)
-    tokenizer.save_pretrained(target)
+    merged = _save_merged(model, tokenizer, target)
     report = read_quantization_report(model_dir)
     if report is None:
         return target
-    (target / ONNX_DIR).mkdir(exist_ok=True)
-    export_fp32(merged, tokenizer, onnx_file(target, "onnx"))
-    quantize_int8(onnx_file(target, "onnx"), onnx_file(target, "onnx-int8"), report["quantization"]["per_channel"])
+    write_graphs(merged, tokenizer, target, report["quantization"]["per_channel"])
     rebuilt = {"fp32": sha256(onnx_file(target, "onnx")), "int8": sha256(onnx_file(target, "onnx-int8"))}
     if rebuilt == report.get("sha256"):
         shutil.copy(Path(model_dir) / ONNX_DIR / QUANTIZATION_REPORT, target / ONNX_DIR / QUANTIZATION_REPORT)
@@ -151,12 +149,20 @@ def merged_folder(model_dir: Path, target: Path) -> Path:
     return target
 
 
+def _save_merged(model: PooledClassifier, tokenizer, folder: Path) -> PooledClassifier:
+    """The adapters folded into the encoder, saved in ``folder`` as a plain classifier with its tokenizer."""
+    from continual import adapters
+
+    merged = adapters.merged(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    merged.save(folder)
+    tokenizer.save_pretrained(folder)
+    return merged
+
+
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _predict(served, rows: list[dict], batch_size: int) -> list[str]:

@@ -17,6 +17,7 @@ from continual.export import export_round
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
+from continual.storage import tree_bytes
 from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
                              set_prototype_rows)
 from continual.strategies import RoundContext, make_strategy
@@ -73,13 +74,12 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         # Closed-form strategies keep the pretrained encoder frozen: their state is the sums, not the weights.
         model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), labels, max_length)
         new_labels = labels
-        if adapter == "lora" and not strategy.closed_form:
+        if adapter == "lora":  # closed-form strategies with lora were refused above
             adapters.attach(model, params)
     else:
         new_labels = grow_head(model, labels)
     strategy.prepare_model(model, index)  # olora: this round's own adapter, the earlier ones frozen
-    if adapter != "none" and not strategy.closed_form:
-        adapters.for_training(model, params)
+    adapters.for_training(model, params)  # a no-op unless lora with gradient checkpointing
 
     context = RoundContext(tokenizer, model.label2id, max_length)
     wrapped = LogitsOnly(model, tokenizer.pad_token_id)
@@ -173,7 +173,7 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
         csv.writer(f).writerows([("step", "loss", "lr"), *log_rows])
     (tmp / "round.json").write_text(json.dumps(round_info, indent=2) + "\n")
     metrics["wall_seconds"] = time.perf_counter() - started
-    metrics["round_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())  # before metrics.json
+    metrics["round_bytes"] = tree_bytes(tmp)  # all but metrics.json itself
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)

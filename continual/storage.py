@@ -22,11 +22,15 @@ class RoundBytes:
     cache_added: int | None  # new DVC cache objects of this round's output; None: not in dvc.lock yet
 
 
+def tree_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder`` (0 if there is none)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
 def folder_bytes(folder: Path) -> tuple[int, int]:
     """(all files, model weight files) under ``folder``."""
-    files = [f for f in folder.rglob("*") if f.is_file()]
-    weights = [f for f in files if f.suffix in WEIGHT_SUFFIXES and "model" in f.relative_to(folder).parts[:1]]
-    return sum(f.stat().st_size for f in files), sum(f.stat().st_size for f in weights)
+    weights = [f for f in (folder / "model").rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
+    return tree_bytes(folder), sum(f.stat().st_size for f in weights)
 
 
 def _cache_object(ws: Workspace, md5: str) -> Path:
@@ -66,8 +70,7 @@ def stream_bytes(ws: Workspace) -> list[RoundBytes]:
 
 
 def cache_total(ws: Workspace) -> int:
-    cache = ws.root / ".dvc" / "cache"
-    return sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
+    return tree_bytes(ws.root / ".dvc" / "cache")
 
 
 def human(n: int | None) -> str:
