@@ -11,7 +11,8 @@ from continual.round import run_round
 from continual.strategies.olora import OrthogonalLoss
 from test_strategies import build_stream, tiny_params
 
-TEXTS = ["apple banana pear 3", "dog cat horse 12", "red blue green 0", "car truck bus 7", "x", "🙂 \u2028 mixed"]
+TEXTS = ["apple banana pear 3", "dog cat horse 12", "red blue green 0", "car truck bus 7", "x", "🙂 \u2028 mixed",
+         "next\u0085line", "nul\x00byte", "שלום apple", "word " * 4000]  # hostile: NEL, NUL, RTL, 20,000 chars
 
 
 def lora_params(model_dir, strategy="replay+ewc", **lora):
@@ -23,7 +24,7 @@ def lora_params(model_dir, strategy="replay+ewc", **lora):
 
 
 def logits(model, tokenizer, texts=TEXTS):
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt")
     with torch.no_grad():
         return model.eval()(batch["input_ids"], batch["attention_mask"])
 
@@ -207,7 +208,8 @@ def test_dvc_repro_with_lora_over_two_arrivals_stores_adapters_and_serves_the_me
 
     champion = registry(root).get_model_version_by_alias("continual-classifier", "champion")
     adapter_model, tokenizer = load_classifier(root / "rounds" / champion.tags["round_key"] / "model", trainable=False)
-    texts = ["lovely great", "awful terrible", "works wonderfully 3"]
+    texts = ["lovely great", "awful terrible", "works wonderfully 3", "a\u0085b\u2028c\x00",
+             "lovely " * 1400]  # the server takes at most 10,000 characters a text
     expected = torch.softmax(logits(adapter_model, tokenizer, texts), -1)
     app = create_app({"registered_model": "continual-classifier", "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
                       "backend": "torch"})
