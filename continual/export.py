@@ -25,15 +25,29 @@ from pathlib import Path
 
 import torch
 
-from service.backends import ONNX_DIR, QUANTIZATION_REPORT, BackendChoice, onnx_file, read_quantization_report
+from service.backends import EMBEDDING_OUTPUT, ONNX_DIR, QUANTIZATION_REPORT, BackendChoice, onnx_file, read_quantization_report
 from service.model_source import ModelCard
+from service.monitoring.reference import REFERENCE_FILE
 from service.pooled import PooledClassifier
 
 OPSET = 18
 
 
+class _LogitsAndEmbedding(torch.nn.Module):
+    """The classifier with its pooled embedding as a second output, for the server's drift monitor."""
+
+    def __init__(self, model: PooledClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.model.embed(input_ids, attention_mask)
+        return self.model.head(self.model.features(embedding)), embedding
+
+
 def export_fp32(model: PooledClassifier, tokenizer, path: Path) -> None:
-    """The classifier as one ONNX graph: input_ids, attention_mask [batch, sequence] (int64) -> logits [batch, labels]."""
+    """The classifier as one ONNX graph: input_ids, attention_mask [batch, sequence] (int64) -> logits [batch, labels]
+    and the pooled embedding [batch, dim] (what the head reads; the server's drift monitor compares it)."""
     model = model.eval().cpu()
     example = tokenizer(["an example text", "a second, longer example text for the sequence axis"], padding=True,
                         return_tensors="pt")
@@ -41,8 +55,9 @@ def export_fp32(model: PooledClassifier, tokenizer, path: Path) -> None:
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # the exporter narrates each step on stdout
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        program = torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), dynamo=True,
-                                    input_names=["input_ids", "attention_mask"], output_names=["logits"],
+        program = torch.onnx.export(_LogitsAndEmbedding(model), (example["input_ids"], example["attention_mask"]),
+                                    dynamo=True, input_names=["input_ids", "attention_mask"],
+                                    output_names=["logits", EMBEDDING_OUTPUT],
                                     dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
                                     opset_version=OPSET, verbose=False)
         program.save(str(path))
@@ -135,6 +150,8 @@ def merged_folder(model_dir: Path, target: Path) -> Path:
 
     model, tokenizer = load_classifier(model_dir, trainable=False)
     merged = _save_merged(model, tokenizer, target)
+    if (Path(model_dir) / REFERENCE_FILE).is_file():  # the drift monitor's reference travels with the model
+        shutil.copy(Path(model_dir) / REFERENCE_FILE, target / REFERENCE_FILE)
     report = read_quantization_report(model_dir)
     if report is None:
         return target

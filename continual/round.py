@@ -17,12 +17,14 @@ from continual.export import export_round
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
+from continual.reference import build_reference
 from continual.storage import tree_bytes
 from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
                              set_prototype_rows)
 from continual.strategies import RoundContext, make_strategy
 from continual.trainer import ProgressLog, train_one_experience
 from continual.workspace import ROUND_PARAMS, Workspace  # ROUND_PARAMS: what a round's result depends on
+from service.monitoring.reference import Reference
 
 
 def set_threads(train: dict) -> int:
@@ -130,10 +132,15 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
+    reference = None
+    if int(params["export"].get("reference_rows", 0)) > 0:  # what the server's drift monitor compares traffic with
+        seen = [row for k in keys for row in read_split(ws, k, "train")]
+        reference = build_reference(model, tokenizer, seen, tests, matrix, int(params["export"]["reference_rows"]),
+                                    int(params["seed"]) + index, eval_batch)
     export = (lambda folder: export_round(model, tokenizer, folder, tests, metrics["acc"], params["export"],
                                           eval_batch, predictions)) if params["export"]["onnx"] else None
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
-                export)
+                export, reference)
     return metrics
 
 
@@ -149,7 +156,8 @@ def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: in
 
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
-                round_info: dict, started: float, refit: HeadRefit | None = None, export=None) -> None:
+                round_info: dict, started: float, refit: HeadRefit | None = None, export=None,
+                reference: Reference | None = None) -> None:
     """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
     final = ws.round_dir(key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
@@ -160,6 +168,8 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     else:
         model.save(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
+    if reference is not None:
+        reference.save(tmp / "model")
     if export is not None:  # ONNX fp32 + int8 beside the weights, and int8 accuracy on every test split
         report = export(tmp / "model")
         metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]

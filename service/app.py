@@ -4,18 +4,21 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
 
-from service.api import about, admin, health, inference, metrics, v2
+from service.api import about, admin, health, inference, metrics, monitoring, v2
 from service.batching import MicroBatcher
 from service.body_drain import register_body_drain
-from service.config import load_config
+from service.config import ServiceConfig, load_config
 from service.errors import register_error_handlers
 from service.metrics import ServiceMetrics
 from service.model_holder import ModelHolder, ReloadFailed
 from service.model_source import source_for
+from service.monitoring.capture import CaptureWriter
+from service.monitoring.monitor import Monitor, MonitorSettings
 from service.state import EXTENSION_KEY, ServiceState
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,11 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
                          settings.compute_threads)
     batcher = (MicroBatcher(settings.max_batch_size, settings.max_wait_ms / 1000, service_metrics.batch_size.observe)
                if settings.batching else None)
-    state = ServiceState(settings, holder, service_metrics, batcher)
+    state = ServiceState(settings, holder, service_metrics, batcher, None)
+    state.monitor = build_monitor(settings, service_metrics, lambda: holder.current, lambda: state.model_name)
     _load_first_model(state)
     holder.start_polling(settings.poll_seconds)
+    state.monitor.start()
 
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # werkzeug answers 413 beyond it
@@ -46,9 +51,19 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_body_drain(app)
     app.after_request(_options_as_json)
-    for module in (inference, v2, health, admin, metrics, about):
+    for module in (inference, v2, health, admin, metrics, monitoring, about):
         app.register_blueprint(module.blueprint)
     return app
+
+
+def build_monitor(settings: ServiceConfig, service_metrics: ServiceMetrics, served, model_name) -> Monitor:
+    capture = None
+    if settings.monitoring and settings.capture_rate > 0:
+        capture = CaptureWriter(Path(settings.capture_dir), settings.capture_max_rows, service_metrics.captured.inc,
+                                lambda reason, n=1: service_metrics.capture_dropped.labels(reason).inc(n))
+    monitor_settings = MonitorSettings(settings.monitoring, settings.monitoring_window, settings.monitoring_interval_s,
+                                       settings.monitoring_min_texts, settings.drift_thresholds, settings.capture_rate)
+    return Monitor(monitor_settings, service_metrics, served, model_name, capture)
 
 
 def _options_as_json(response):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from service.backends import BACKENDS
+from service.monitoring.capture import check_capture_settings
 
 # Keys whose environment variable is not simply CONTINUAL_<KEY>: MLflow's own names win, so the
 # server finds the same tracking server as every other MLflow tool in the shell.
@@ -39,6 +40,23 @@ class ServiceConfig:
     max_quantized_drop: float = 0.01      # auto on a folder no gate judged: int8 only within this of fp32
     compute_threads: int = 0              # intra-op threads per worker; 0 = the cores this process may use,
                                           # divided by $CONTINUAL_SERVE_WORKERS (service.gunicorn_conf)
+    # Monitoring (service.monitoring); `continual serve` fills these from params.yaml's monitoring section.
+    monitoring: bool = True               # window of recent traffic, drift checks, prediction counters
+    monitoring_window: int = 500          # texts in the sliding window, per worker
+    monitoring_interval_s: float = 30.0   # seconds between drift checks (a background thread)
+    monitoring_min_texts: int = 100       # no scores until the window holds this many texts
+    drift_embedding_auc: float = 0.55     # thresholds: a check above its threshold is drift
+    drift_label_psi: float = 0.2
+    drift_length_psi: float = 0.2
+    drift_confidence_drop: float = 0.1
+    capture_rate: float = 0.0             # share of served texts sampled into capture_dir (opt-in)
+    capture_max_rows: int = 10_000        # rows per capture file (one older file kept)
+    capture_dir: str | None = None
+
+    @property
+    def drift_thresholds(self) -> dict[str, float]:
+        return {"embedding_auc": self.drift_embedding_auc, "label_psi": self.drift_label_psi,
+                "length_psi": self.drift_length_psi, "confidence_drop": self.drift_confidence_drop}
 
     @property
     def source_uri(self) -> str | None:
@@ -59,7 +77,10 @@ def _parse(value: Any, kind: type, key: str) -> Any:
             return False
         raise ValueError(f"{key}: {value!r} is not a boolean")
     if kind in (int, float):
-        return kind(value)
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"{key}: {value!r} is not {'an integer' if kind is int else 'a number'}") from None
     return value or None
 
 
@@ -82,6 +103,15 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     for name in ("max_batch_size", "max_texts", "max_text_chars", "max_body_bytes", "max_length"):
         if getattr(result, name) < 1:
             raise ValueError(f"{name} must be at least 1")
+    for name in ("monitoring_window", "monitoring_min_texts"):
+        if getattr(result, name) < 2:
+            raise ValueError(f"{name} must be at least 2")
+    if result.monitoring_min_texts > result.monitoring_window:
+        raise ValueError(f"monitoring_min_texts ({result.monitoring_min_texts}) must not exceed monitoring_window "
+                         f"({result.monitoring_window})")
+    if not result.monitoring_interval_s > 0:
+        raise ValueError("monitoring_interval_s must be above 0")
+    check_capture_settings(result.capture_rate, result.capture_max_rows, result.capture_dir)
     if result.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {result.backend!r}")
     return result

@@ -14,6 +14,8 @@ from prometheus_client import multiprocess
 from service.model_source import ModelCard
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+MODEL_LABELS = ("model_name", "model_version")  # on every monitoring series: which champion it is about
 
 
 def multiprocess_mode() -> bool:
@@ -45,7 +47,34 @@ class ServiceMetrics:
         self.reload_failures = Counter("continual_model_reload_failures",
                                        "Model loads or registry lookups that failed (the old model kept serving)",
                                        registry=registry)
+        self.model_stale = Gauge("continual_model_stale",
+                                 "1 while the registry alias points at a version this server could not load",
+                                 registry=registry, multiprocess_mode="liveall")
+        # Monitoring (service.monitoring): what the served model predicts, and how far traffic drifted.
+        self.predictions = Counter("continual_predictions", "Texts classified, by predicted label",
+                                   [*MODEL_LABELS, "label"], registry=registry)
+        self.confidence = Histogram("continual_prediction_confidence", "Largest softmax probability of each text",
+                                    MODEL_LABELS, buckets=CONFIDENCE_BUCKETS, registry=registry)
+        self.drift_score = Gauge("continual_drift_score",
+                                 "Drift of the recent window against the champion's reference, by check "
+                                 "(embedding_auc, label_psi, length_psi, confidence_drop)",
+                                 [*MODEL_LABELS, "check"], registry=registry, multiprocess_mode="liveall")
+        self.drift_detected = Gauge("continual_drift_detected", "1 when a check's score is past its threshold",
+                                    [*MODEL_LABELS, "check"], registry=registry, multiprocess_mode="liveall")
+        self.drift_window = Gauge("continual_drift_window_texts", "Texts in the window the last check compared",
+                                  MODEL_LABELS, registry=registry, multiprocess_mode="liveall")
+        self.drift_checked = Gauge("continual_drift_last_check_timestamp_seconds",
+                                   "Unix time of the last drift check", MODEL_LABELS, registry=registry,
+                                   multiprocess_mode="liveall")
+        self.drift_failures = Counter("continual_drift_check_failures", "Drift checks that raised (logged)",
+                                      registry=registry)
+        self.captured = Counter("continual_capture_rows", "Served texts written to the capture file",
+                                registry=registry)
+        self.capture_dropped = Counter("continual_capture_dropped", "Sampled texts not captured, by reason "
+                                       "(disk: the write failed, e.g. a full disk; queue: the writer fell behind)",
+                                       ["reason"], registry=registry)
         self.model_version.set(-1)
+        self.model_stale.set(0)
 
     def model_swapped(self, new: ModelCard, old: ModelCard | None) -> None:
         if old is not None:

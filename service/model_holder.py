@@ -16,6 +16,7 @@ from service import backends
 from service.backends import ServedModel
 from service.metrics import ServiceMetrics
 from service.model_source import ModelCard, ModelSource, hf_folders
+from service.monitoring.reference import Reference
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ModelHolder:
         with self._reload_lock:
             previous = self._current
             previous_card = previous.card if previous else None
+            card = None
             try:
                 card = self.source.resolve()
                 unchanged = previous_card is not None and card.fingerprint == previous_card.fingerprint
@@ -64,11 +66,14 @@ class ModelHolder:
             except Exception as error:  # any failure of a load must leave the old model serving
                 self.last_error = f"{type(error).__name__}: {error}"
                 self.metrics.reload_failures.inc()
+                if card is not None:  # the alias moved (or nothing is served) and this server is behind it
+                    self.metrics.model_stale.set(1)
                 log.exception("loading the model from %s failed; still serving %s", self.source.uri,
                               previous_card.version if previous_card else "nothing")
                 raise ReloadFailed(self.last_error) from error
             self._current = loaded  # the swap: one reference assignment, atomic under the GIL
             self.last_error = None
+            self.metrics.model_stale.set(0)
             self.metrics.model_swapped(loaded.card, previous_card)
             self.metrics.backend_swapped(loaded.backend.name, previous.backend.name if previous else None)
             log.info("serving %s (version %s, round %s) on %s: %s", card.source, card.version, card.round_key,
@@ -81,6 +86,7 @@ class ModelHolder:
             pooled = (model_dir / "classifier.json").is_file()  # a round's folder (it may hold ONNX graphs)
             choice = backends.choose(self.backend, model_dir if pooled else None, card, self.max_quantized_drop)
             loaded = backends.load(choice, model_dir, tokenizer_dir, card, self.max_length, self.threads)
+            loaded.reference = _reference(model_dir if pooled else None)
         # One forward before the swap: a model that cannot run fails here, not on a user's request,
         # and the first real request does not pay for lazy initialisation.
         loaded.predict(["warm up"], batch_size=1)
@@ -103,3 +109,12 @@ class ModelHolder:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+
+
+def _reference(model_dir: Path | None) -> Reference | None:
+    """The drift monitor's reference stored with the model; a damaged one costs the checks, not the model."""
+    try:
+        return Reference.load(model_dir) if model_dir is not None else None
+    except Exception:
+        log.exception("the reference in %s cannot be read: drift checks need it and stay empty", model_dir)
+        return None

@@ -13,6 +13,7 @@ from service.errors import ApiError
 from service.inputs import TextLimits
 from service.metrics import ServiceMetrics
 from service.model_holder import ModelHolder
+from service.monitoring.monitor import Monitor
 
 EXTENSION_KEY = "continual"
 
@@ -23,6 +24,7 @@ class ServiceState:
     holder: ModelHolder
     metrics: ServiceMetrics
     batcher: MicroBatcher | None
+    monitor: Monitor
 
     @property
     def limits(self) -> TextLimits:
@@ -46,15 +48,19 @@ class ServiceState:
     def classify(self, model: ServedModel, texts: list[str]) -> list[Prediction]:
         self.metrics.texts.inc(len(texts))
         if self.batcher is None:
-            return predict_unbatched(model, texts, self.config.max_batch_size, self.metrics.batch_size.observe)
-        future = self.batcher.submit(model, texts)
-        try:
-            return future.result(timeout=self.config.request_timeout_s)
-        except FutureTimeout:
-            future.cancel()
-            raise ApiError(503, "the model is overloaded; try again", {"Retry-After": "1"}) from None
+            predictions = predict_unbatched(model, texts, self.config.max_batch_size, self.metrics.batch_size.observe)
+        else:
+            future = self.batcher.submit(model, texts)
+            try:
+                predictions = future.result(timeout=self.config.request_timeout_s)
+            except FutureTimeout:
+                future.cancel()
+                raise ApiError(503, "the model is overloaded; try again", {"Retry-After": "1"}) from None
+        self.monitor.observe(model, texts, predictions)
+        return predictions
 
     def close(self) -> None:
+        self.monitor.close()
         self.holder.close()
         if self.batcher is not None:
             self.batcher.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx-int8", "onnx", "torch")
 ONNX_DIR = "onnx"                    # inside a pooled classifier folder (a round's model/)
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+EMBEDDING_OUTPUT = "sentence_embedding"     # the graph's second output: the pooled embedding (graphs exported since monitoring)
 QUANTIZATION_REPORT = "quantization.json"  # fp32 and int8 accuracy per arrival, written by the round
 PLATFORMS = {"torch": "pytorch_huggingface", "onnx": "onnxruntime_onnx", "onnx-int8": "onnxruntime_onnx"}
 
@@ -35,6 +36,9 @@ class Prediction:
     label: str
     probabilities: list[float]  # in the order of the model's labels
     truncated: bool             # the text had more tokens than max_length; the rest was not read
+    # The pooled sentence embedding the head read (numpy float32 [dim]) when the backend has it: what the drift
+    # monitor compares with the champion's reference. Never part of a response.
+    embedding: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class ServedModel(Protocol):
     card: "ModelCard"
     max_length: int
     backend: BackendChoice
+    reference: Any  # service.monitoring.reference.Reference stored with the model, or None (set by the holder)
 
     def predict(self, texts: list[str], batch_size: int) -> list[Prediction]:
         """One Prediction per text, in order, ``batch_size`` texts per forward pass."""

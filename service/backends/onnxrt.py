@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
-from service.backends import BackendChoice, Prediction, onnx_file  # noqa: E402
+from service.backends import EMBEDDING_OUTPUT, BackendChoice, Prediction, onnx_file  # noqa: E402
 from service.model_source import ModelCard  # noqa: E402
 
 
@@ -32,6 +32,8 @@ class OnnxClassifier:
         self.max_length = max_length
         self.backend = backend
         self._inputs = {i.name for i in session.get_inputs()}
+        # Graphs exported since monitoring also output the pooled embedding (continual.export); older ones only logits.
+        self._outputs = [name for name in ("logits", EMBEDDING_OUTPUT) if name in {o.name for o in session.get_outputs()}]
         self._tokenizer_lock = threading.Lock()  # truncation/padding state is shared; set once, read under a lock
 
     @classmethod
@@ -59,13 +61,15 @@ class OnnxClassifier:
             encodings = self.tokenizer.encode_batch(texts)
         feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
-        logits = self.session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0].astype(np.float64)
+        outputs = self.session.run(self._outputs, {k: v for k, v in feed.items() if k in self._inputs})
+        logits = outputs[0].astype(np.float64)
+        embeddings = outputs[1] if len(outputs) > 1 else [None] * len(texts)
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         best = probabilities.argmax(axis=1)
-        return [Prediction(self.labels[index], row.astype(np.float32).tolist(), bool(encoding.overflowing))
-                for index, row, encoding in zip(best, probabilities, encodings)]
+        return [Prediction(self.labels[index], row.astype(np.float32).tolist(), bool(encoding.overflowing), embedding)
+                for index, row, encoding, embedding in zip(best, probabilities, encodings, embeddings)]
 
 
 def session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:

@@ -68,8 +68,11 @@ class LoadedClassifier:
             batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
                                    return_tensors="pt")
             truncated = self._truncated(texts, batch)
+        embeddings = [None] * len(texts)
         if self.pooled:
-            logits = self.model(batch["input_ids"], batch["attention_mask"])
+            embedding = self.model.embed(batch["input_ids"], batch["attention_mask"])
+            logits = self.model.head(self.model.features(embedding))
+            embeddings = embedding.float().numpy()
         else:
             inputs = {key: value for key, value in batch.items()
                       if key in ("input_ids", "attention_mask", "token_type_ids")}
@@ -77,8 +80,8 @@ class LoadedClassifier:
         probabilities = torch.softmax(logits.float(), dim=-1)
         best = probabilities.argmax(dim=-1).tolist()
         return [
-            Prediction(self.labels[index], row, cut)
-            for index, row, cut in zip(best, probabilities.tolist(), truncated)
+            Prediction(self.labels[index], row, cut, embedding)
+            for index, row, cut, embedding in zip(best, probabilities.tolist(), truncated, embeddings)
         ]
 
     def _truncated(self, texts: list[str], batch) -> list[bool]:

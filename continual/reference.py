@@ -1,0 +1,49 @@
+"""The reference a round stores with its model for the server's drift monitor (``service.monitoring.reference``).
+
+Embeddings and confidences come from held-out rows: the model never trained on them, so they look like
+traffic from the same domains. Rows trained on sit closer to their class after fine-tuning, and a domain
+classifier would tell them from fresh traffic of the very same domain.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from continual.metrics import forgetting
+from continual.model import forward_sorted
+from service.monitoring.reference import Reference
+from service.pooled import PooledClassifier
+
+
+def build_reference(model: PooledClassifier, tokenizer, train_rows: list[dict], tests: dict[str, list[dict]],
+                    matrix: list[list[float]], rows: int, seed: int, batch_size: int) -> Reference:
+    """A sample of at most ``rows`` held-out rows of every arrival in ``tests`` (in stream order), embedded and
+    classified by ``model``; label counts of ``train_rows``; text lengths of both."""
+    rng = random.Random(seed)
+    heldout = [row for arrival in tests.values() for row in arrival]
+    heldout = rng.sample(heldout, min(rows, len(heldout)))
+    width = model.embedding_dim
+
+    def embed_and_classify(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        embedding = model.embed(ids, mask)
+        return torch.cat([embedding, torch.softmax(model.head(model.features(embedding)).float(), -1)], dim=1)
+
+    with torch.no_grad():
+        out = forward_sorted(model, tokenizer, [r["text"] for r in heldout], batch_size, embed_and_classify)
+    out = out.float().numpy() if len(heldout) else np.zeros((0, width + len(model.labels)), np.float32)
+    probabilities = out[:, width:]
+    label_ids = model.label2id
+    counts = np.bincount([label_ids[r["label"]] for r in train_rows], minlength=len(model.labels))
+    texts = [r["text"] for r in rng.sample(train_rows, min(rows, len(train_rows)))] + [r["text"] for r in heldout]
+    arrivals = list(tests)
+    square = np.full((len(matrix), len(matrix)), np.nan, dtype=np.float32)
+    for i, row in enumerate(matrix):
+        square[i, :len(row)] = row
+    per_round = [np.mean(list(forgetting(matrix[:i + 1]).values())) if i else 0.0 for i in range(len(matrix))]
+    return Reference(labels=list(model.labels), train_label_counts=counts, embeddings=out[:, :width],
+                     lengths=np.array([len(t) for t in texts], dtype=np.int32),
+                     heldout_confidence=probabilities.max(axis=1) if len(heldout) else np.zeros(0, np.float32),
+                     heldout_predicted=probabilities.argmax(axis=1) if len(heldout) else np.zeros(0, np.int64),
+                     arrivals=arrivals, accuracy_matrix=square, forgetting=np.array(per_round, dtype=np.float32))
