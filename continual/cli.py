@@ -233,9 +233,63 @@ def cmd_serve(args) -> int:
         argv += ["--registered-model", params["tracking"]["registered_model"]]
     if not any(a.startswith("--tracking-uri") for a in argv) and not os.environ.get("MLFLOW_TRACKING_URI"):
         argv += ["--tracking-uri", f"sqlite:///{ws.root / 'mlflow.db'}"]
+    given = {item.partition("=")[0].strip() for flag, item in zip(argv, argv[1:]) if flag == "--set"}
+    for key, value in monitoring_settings(ws, params).items():  # --set KEY=VALUE on the command line wins
+        if key not in given:
+            argv += ["--set", f"{key}={value}"]
     from service.serve import main as serve
 
     return serve(argv)
+
+
+def cmd_capture_export(args) -> int:
+    """The texts a server captured (capture_rate > 0) as a CSV to label, then `continual ingest`."""
+    from continual.capture import export_captures
+
+    ws, params = _workspace(args)
+    folder = Path(args.dir) if args.dir else capture_folder(ws, params)  # where `continual serve` has it write
+    report = export_captures(folder, Path(args.file), params, args.min_confidence, args.max_confidence)
+    print(report.summary())
+    print(f"next: correct the label column, then continual ingest {args.file} --name NAME")
+    return 0
+
+
+def cmd_drift(args) -> int:
+    """Drift of a window against the champion's reference: a server's latest check, or a file of texts scored here."""
+    from continual.drift import fetch_snapshot, format_scores, read_texts, score_texts, write_report
+
+    ws, params = _workspace(args)
+    if args.texts:
+        model_uri = args.model_uri or f"models:/{params['tracking']['registered_model']}@champion"
+        settings = {key: value for key, value in monitoring_settings(ws, params).items() if key.startswith("drift_")}
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            settings["tracking_uri"] = f"sqlite:///{ws.root / 'mlflow.db'}"
+        snapshot = score_texts(model_uri, read_texts(Path(args.texts)), settings)
+    else:
+        snapshot = fetch_snapshot(args.url)
+    print(format_scores(snapshot))
+    out = write_report(snapshot, Path(args.out) if args.out else ws.reports_dir / "drift.html")
+    print(f"\nwrote {out}")
+    latest = snapshot.get("latest") or {}
+    return 1 if args.fail_on_drift and any((latest.get("drift") or {}).values()) else 0
+
+
+def monitoring_settings(ws, params: dict) -> dict[str, object]:
+    """params.yaml's monitoring section as the server's config keys (service.config.ServiceConfig)."""
+    section = params.get("monitoring") or {}
+    thresholds, capture = section.get("thresholds") or {}, section.get("capture") or {}
+    settings = {"monitoring": section.get("enabled"), "monitoring_window": section.get("window"),
+                "monitoring_interval_s": section.get("interval_s"), "monitoring_min_texts": section.get("min_texts"),
+                **{f"drift_{check}": value for check, value in thresholds.items()},
+                "capture_rate": capture.get("rate"), "capture_max_rows": capture.get("max_rows"),
+                "capture_dir": capture_folder(ws, params) if capture.get("rate") else None}
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def capture_folder(ws, params: dict) -> Path:
+    """monitoring.capture.dir, relative to the workspace (default captures/)."""
+    folder = Path(((params.get("monitoring") or {}).get("capture") or {}).get("dir") or "captures")
+    return folder if folder.is_absolute() else ws.root / folder
 
 
 def cmd_demo(args) -> int:
@@ -286,6 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the champion over HTTP (gunicorn); options: continual serve --help",
                        add_help=False)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("drift", help="drift of the served traffic (--url) or of a file of texts (--texts) against "
+                                     "the champion's reference; prints the scores, writes an HTML report")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="a running `continual serve` (default %(default)s)")
+    p.add_argument("--texts", help="score this CSV/JSONL of texts (e.g. a capture.jsonl) here instead of asking a server")
+    p.add_argument("--model-uri", help="with --texts: the model to score with (default models:/NAME@champion)")
+    p.add_argument("--out", help="the HTML report (default reports/drift.html)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any check is past its threshold")
+    p.set_defaults(func=cmd_drift)
+    p = sub.add_parser("capture", help="texts the server captured (capture_rate): export them to label")
+    capture = p.add_subparsers(dest="capture_command", required=True)
+    p = capture.add_parser("export", help="write the captured texts as a CSV to label and `continual ingest`: "
+                           "label = the prediction, least confident first, identical texts once")
+    p.add_argument("file", help="the CSV to write (*.csv)")
+    p.add_argument("--dir", default=None, help="the capture folder (default: params.yaml's monitoring.capture.dir, "
+                   "else <workspace>/captures)")
+    p.add_argument("--min-confidence", type=float, default=None, help="only texts predicted at least this sure")
+    p.add_argument("--max-confidence", type=float, default=None, help="only texts predicted at most this sure")
+    p.set_defaults(func=cmd_capture_export)
     p = sub.add_parser("demo", help="the VADER four-domain demo in a fresh workspace")
     p.add_argument("dir", nargs="?", default="demo")
     p.add_argument("--strategy", default=None, help="override strategy.name for the demo workspace")

@@ -71,7 +71,7 @@ class ServiceMetrics:
         self.captured = Counter("continual_capture_rows", "Served texts written to the capture file",
                                 registry=registry)
         self.capture_dropped = Counter("continual_capture_dropped", "Sampled texts not captured, by reason "
-                                       "(disk: the write failed, e.g. a full disk; queue: the writer fell behind)",
+                                       "(disk: the write failed, e.g. a full disk; queue: the writer fell behind; invalid; closed)",
                                        ["reason"], registry=registry)
         self.model_version.set(-1)
         self.model_stale.set(0)

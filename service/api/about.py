@@ -7,9 +7,10 @@ from importlib import resources
 from typing import Any
 
 import yaml
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from service.config import ServiceConfig
+from service.monitoring.page import CONTENT_SECURITY_POLICY, render
 from service.state import service_state
 
 blueprint = Blueprint("about", __name__)
@@ -17,9 +18,15 @@ blueprint = Blueprint("about", __name__)
 
 @blueprint.get("/")
 def index():
+    """JSON for programs; the status page for a browser (one that prefers text/html: */* keeps the JSON)."""
     state = service_state()
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        page = Response(render(state.monitor.snapshot()), content_type="text/html; charset=utf-8")
+        page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        page.vary.add("Accept")
+        return page
     model = state.holder.current
-    return jsonify(
+    answer = jsonify(
         service="continual model server",
         description="Text classification by the model the registry alias points at; hot-swapped when it moves.",
         model_name=state.model_name,
@@ -28,8 +35,10 @@ def index():
         ready=model is not None,
         openapi="/openapi.json",
         endpoints=["/predict", "/v2", "/v2/health/live", "/v2/health/ready", f"/v2/models/{state.model_name}",
-                   f"/v2/models/{state.model_name}/infer", "/metrics", "/admin/reload"],
+                   f"/v2/models/{state.model_name}/infer", "/metrics", "/monitoring", "/admin/reload"],
     )
+    answer.vary.add("Accept")
+    return answer
 
 
 @blueprint.get("/openapi.json")

@@ -1,0 +1,409 @@
+"""Served texts captured for labelling: opt-in, sampled, bounded, rotated, safe for several processes.
+
+The server samples a share (``capture_rate``) of the texts it classifies and hands them, with their
+prediction, to a ``CaptureWriter``: ``offer`` puts them on a bounded queue and returns at once (it never
+blocks the request and never raises); a daemon thread appends them to ``capture.jsonl`` in the capture
+folder. `continual capture export FILE` later turns the folder into a CSV to label and `continual ingest`.
+
+On disk (``folder``):
+
+- ``capture.jsonl``: the current file, at most ``max_rows`` rows, one JSON object a line. JSON is written
+  with ``ensure_ascii=True``: every line is ASCII, so no text can break a line (U+2028, U+0085, NUL are
+  escaped) and any Python str, a lone surrogate included, reads back exactly.
+- ``capture.1.jsonl``: the previous current file. When the current file is full it is renamed over this
+  one (``os.replace``) and a new one starts: the folder never holds more than 2 x ``max_rows`` rows.
+- ``.capture.lock``: every gunicorn worker of a server writes to the same folder. A writer holds an
+  exclusive ``flock`` on this file while it checks the count, appends and rotates; readers hold a shared one
+  while they read both files, so they never see a rotation half done.
+- ``.capture.count``: the current file's row count and its size in bytes when that count was taken, read
+  and written under the lock. A size that does not match the file (a writer killed between its append and
+  the count, a file removed or replaced by hand) makes the next writer count the rows again.
+
+A batch is appended with one ``os.write`` on an O_APPEND descriptor, under the lock. A write that fails
+(a full disk: ENOSPC; permissions) drops its records, reported through ``on_dropped("disk")``, one call per
+record; a partial write is cut back off the file. A writer killed mid-write can still leave a torn last
+line: the next writer cuts it off, and ``read_captures`` skips a malformed line meanwhile.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import numbers
+import os
+import queue
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CURRENT = "capture.jsonl"
+PREVIOUS = "capture.1.jsonl"
+LOCK = ".capture.lock"
+COUNT = ".capture.count"
+BATCH_MAX = 500  # records taken off the queue for one write
+_STOP = object()
+
+
+def capture_record(text: str, prediction: str, confidence: float, model_version: str | None = None,
+                   round_key: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """One captured row, as `continual capture export` reads it."""
+    return {
+        "time": (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+        "text": text,
+        "prediction": prediction,
+        "confidence": float(confidence),
+        "model_version": model_version,
+        "round_key": round_key,
+    }
+
+
+def check_capture_settings(rate: Any, max_rows: Any, folder: str | Path | None) -> None:
+    """Raise ValueError, naming the setting, unless capture can run as configured. Creates ``folder`` if
+    capture is on (``rate`` > 0) and it is missing."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= float(rate) <= 1:
+        raise ValueError(f"capture_rate must be a number between 0 and 1 (the share of served texts captured; "
+                         f"0 = off), not {rate!r}")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 1:
+        raise ValueError(f"capture_max_rows must be an integer of at least 1 (rows kept in each of the two "
+                         f"capture files), not {max_rows!r}")
+    if rate == 0:
+        return
+    if folder is None or str(folder).strip() == "":
+        raise ValueError(f"capture_dir is required when capture_rate is above 0 (it is {rate!r}): the folder "
+                         "the captured texts are written to")
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"capture_dir {str(path)!r} exists and is not a folder") from None
+    except OSError as e:
+        raise ValueError(f"capture_dir {str(path)!r} cannot be created: {e.strerror}") from None
+    if not path.is_dir():
+        raise ValueError(f"capture_dir {str(path)!r} exists and is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".capture-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"capture_dir {str(path)!r} is not writable: {e.strerror}") from None
+
+
+class CaptureWriter:
+    """Appends offered records to ``folder`` from a daemon thread; see the module's docstring.
+
+    ``on_written(n)``: n records reached the disk. ``on_dropped(reason)``: one record did not; reason is
+    "queue" (the queue was full: the writer fell behind), "disk" (the write failed), "invalid" (not JSON
+    serialisable) or "closed" (offered after ``close``). Both are called from the writer's thread or from
+    ``offer``'s caller, and must not block. After a fork the child starts its own thread on its first
+    ``offer`` (records queued in the parent and not yet written stay the parent's)."""
+
+    def __init__(self, folder: Path, max_rows: int, on_written: Callable[[int], None],
+                 on_dropped: Callable[[str], None], queue_size: int = 1000) -> None:
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise ValueError(f"capture_max_rows must be an integer of at least 1, not {max_rows!r}")
+        self.folder = Path(folder)
+        self.max_rows = max_rows
+        self.on_written = on_written
+        self.on_dropped = on_dropped
+        self.queue_size = queue_size
+        self._closed = False
+        self._failing = False  # the last write failed: log the failure once, and the recovery
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._queue: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the request side ----------------------------------------------------------------------------
+
+    def offer(self, records: list[dict]) -> None:
+        """Queue ``records`` for writing; never blocks, never raises. Records that do not fit are dropped."""
+        try:
+            if self._closed:
+                self._dropped("closed", len(records))
+                return
+            if self._pid != os.getpid():  # forked: the parent's thread does not run here
+                self._start()
+            for i, record in enumerate(records):
+                try:
+                    self._queue.put_nowait(record)
+                except queue.Full:
+                    self._dropped("queue", len(records) - i)
+                    return
+        except Exception:  # noqa: BLE001 - the request path must not fail because of capture
+            log.exception("capture: offer failed")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread (waits at most ``timeout`` seconds)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pid != os.getpid() or not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("capture: the writer did not drain its queue within %.1fs", timeout)
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("capture: the writer thread did not stop within %.1fs", timeout)
+
+    # -- the writer thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH_MAX and batch[-1] is not _STOP:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is _STOP
+            records = [r for r in batch if r is not _STOP]
+            try:
+                self._write_records(records)
+            except Exception:  # noqa: BLE001 - a bug here must not kill the thread
+                log.exception("capture: writing %d records failed", len(records))
+                self._dropped("disk", len(records))
+            if stop:
+                return
+
+    def _write_records(self, records: list[dict]) -> None:
+        lines: list[bytes] = []
+        for record in records:
+            try:
+                lines.append((json.dumps(record, ensure_ascii=True, default=_jsonable) + "\n").encode("ascii"))
+            except (TypeError, ValueError) as e:
+                log.warning("capture: dropped a record that is not JSON serialisable: %s", e)
+                self._dropped("invalid", 1)
+        if not lines:
+            return
+        written = 0
+        try:
+            written = append_lines(self.folder, self.max_rows, lines, self._written)
+        except OSError as e:
+            if not self._failing:
+                log.warning("capture: cannot write to %s (%s); dropping captures until it works again",
+                            self.folder, e.strerror or e)
+            self._failing = True
+            self._dropped("disk", len(lines) - getattr(e, "capture_written", 0))
+            return
+        if self._failing and written:
+            log.warning("capture: writing to %s works again", self.folder)
+            self._failing = False
+
+    def _written(self, n: int) -> None:
+        try:
+            self.on_written(n)
+        except Exception:  # noqa: BLE001
+            log.exception("capture: on_written failed")
+
+    def _dropped(self, reason: str, n: int) -> None:
+        for _ in range(n):
+            try:
+                self.on_dropped(reason)
+            except Exception:  # noqa: BLE001
+                log.exception("capture: on_dropped failed")
+                return
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and the like: numbers as numbers, anything else as its str."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+# -- the files -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(folder: Path, shared: bool = False) -> Iterator[None]:
+    if shared:
+        try:
+            fd = os.open(folder / LOCK, os.O_RDONLY)
+        except OSError:  # nothing was ever written, or a reader not allowed to open it: read unlocked
+            yield
+            return
+    else:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def append_lines(folder: Path, max_rows: int, lines: list[bytes], on_written: Callable[[int], None]) -> int:
+    """Append ``lines`` (each one whole row ending in "\\n") under the folder's lock, rotating whenever the
+    current file holds ``max_rows``. Returns the rows written. An OSError carries ``capture_written``: the
+    rows written before it."""
+    done = 0
+    folder.mkdir(parents=True, exist_ok=True)  # removed while the server runs (a clean-up): start it again
+    with _locked(folder):
+        count = max(0, _current_count(folder))
+        while done < len(lines):
+            if count >= max_rows:
+                os.replace(folder / CURRENT, folder / PREVIOUS)
+                count = 0
+                _save_count(folder, 0, 0)
+            chunk = lines[done:done + max_rows - count]
+            try:
+                size = _append(folder / CURRENT, b"".join(chunk))
+            except OSError as e:
+                e.capture_written = done  # type: ignore[attr-defined]
+                raise
+            count += len(chunk)
+            done += len(chunk)
+            _save_count(folder, count, size)
+            on_written(len(chunk))
+    return done
+
+
+def _append(path: Path, data: bytes) -> int:
+    """One write of ``data`` at the end of ``path``; the file's size after it. A partial write is undone."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        st = os.fstat(fd)
+        before = st.st_size
+        try:
+            n = os.write(fd, data)
+        except OSError:
+            _cut(fd, st, before)
+            raise
+        if n < len(data):
+            _cut(fd, st, before)
+            raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes) to {path}")
+        return before + n
+    finally:
+        os.close(fd)
+
+
+def _cut(fd: int, st: os.stat_result, size: int) -> None:
+    """Take a partial write back off a regular file (it would glue the next row onto a torn one)."""
+    if not stat.S_ISREG(st.st_mode):
+        return
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
+def _current_count(folder: Path) -> int:
+    """The rows of the current file: the sidecar's count if the file still has the size it recorded, else
+    counted again (and a torn last line cut off)."""
+    path = folder / CURRENT
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode):  # a device or the like (a test's /dev/full): nothing to count
+        return _load_count(folder)[0]
+    count, size = _load_count(folder)
+    if size == st.st_size and count >= 0:
+        return count
+    count = _recount(path)
+    _save_count(folder, count, os.stat(path).st_size)
+    return count
+
+
+def _recount(path: Path) -> int:
+    with open(path, "rb+") as f:
+        count, size, last = 0, 0, b"\n"
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+            size += len(chunk)
+            last = chunk[-1:]
+        if last != b"\n":  # a writer was killed mid-write: cut its torn row off
+            f.seek(0)
+            data_end = _last_newline_end(f, size)
+            f.truncate(data_end)
+        return count
+
+
+def _last_newline_end(f, size: int) -> int:
+    """The offset just after the last "\\n" of the file (0 if none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        f.seek(start)
+        block = f.read(end - start)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
+def _load_count(folder: Path) -> tuple[int, int]:
+    try:
+        count, size = (folder / COUNT).read_text().split()
+        return int(count), int(size)
+    except (OSError, ValueError):
+        return -1, -1  # missing or torn: count again
+
+
+def _save_count(folder: Path, count: int, size: int) -> None:
+    try:
+        fd = os.open(folder / COUNT, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            # Fixed width, written in place: no new block needed on a full disk, and never shorter than before.
+            os.pwrite(fd, f"{count:20d} {size:20d}\n".encode(), 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # a stale count is counted again by the next writer
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+
+def read_capture_files(folder: Path) -> list[tuple[Path, list[dict]]]:
+    """(file, its rows) for capture.1.jsonl then capture.jsonl, those that exist; blank or malformed lines
+    (a torn last line) skipped. Both are read under one shared lock: never half a rotation."""
+    folder = Path(folder)
+    contents: list[tuple[Path, bytes]] = []
+    with _locked(folder, shared=True):
+        for name in (PREVIOUS, CURRENT):
+            try:
+                contents.append((folder / name, (folder / name).read_bytes()))
+            except FileNotFoundError:
+                pass
+    return [(path, list(_parse(data))) for path, data in contents]
+
+
+def read_captures(folder: Path) -> Iterator[dict]:
+    """The rows of capture.1.jsonl then capture.jsonl, oldest first, skipping blank or malformed lines."""
+    for _, rows in read_capture_files(folder):
+        yield from rows
+
+
+def _parse(data: bytes) -> Iterator[dict]:
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(row, dict):
+            yield row
