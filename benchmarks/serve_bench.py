@@ -58,6 +58,7 @@ def build_champion(tmp: Path) -> tuple[str, Path, dict]:
     from continual.export import export_round_model
     from continual.model import base_model_path, new_classifier
     from continual.params import load_params
+    from continual.reference import write_reference
     from continual.strategies.ridge import fit_ridge_head
     from continual.tracking import log_pooled_model
     from service.backends import int8_verdict
@@ -73,6 +74,9 @@ def build_champion(tmp: Path) -> tuple[str, Path, dict]:
     tokenizer.save_pretrained(folder)
     fp32 = {"tweets-held-out": accuracy(model, tokenizer, held_out, 64)[0]}
     report = export_round_model(model, tokenizer, folder, {"tweets-held-out": held_out}, fp32, {"int8_per_channel": True}, 64)
+    # The drift monitor's reference, as a round stores it: its checks then run in full (embedding AUC included).
+    write_reference(model, tokenizer, folder, train, {"tweets-held-out": held_out}, [[fp32["tweets-held-out"]]],
+                    batch_size=64)
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -188,6 +192,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "serve")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="service config for our servers, e.g. --set max_wait_ms=2")
+    parser.add_argument("--monitoring-pairs", type=int, default=2,
+                        help="monitoring off / on runs of the auto server, alternated this many times (0: none)")
+    parser.add_argument("--monitoring-only", action="store_true", help="run only the monitoring off / on pairs")
     args = parser.parse_args()
     levels = [int(c) for c in args.levels.split(",")]
     texts = [row["text"] for row in tweets()][:500]
@@ -202,6 +209,10 @@ def main() -> None:
         result["held_out_accuracy"] = {"fp32": report["fp32"], "int8": report["int8"]}
         predict_body = lambda t: {"texts": [t]}  # noqa: E731
         sets = [f"--set={kv}" for kv in args.set]
+        if args.monitoring_pairs:
+            result["monitoring"] = monitoring_pairs(args, env, texts, levels, sets, predict_body)
+        if args.monitoring_only:
+            return finish(args, result, levels)
         for name, extra in OURS.items():
             port = free_port()
             result["servers"][name] = measure(
@@ -224,9 +235,52 @@ def main() -> None:
             finally:
                 harness.stop_process(proc)
         result["cold_local_s"] = colds
+    finish(args, result, levels)
+
+
+# Monitoring on, as shipped except a check every 5 s instead of 30 (six times the drift thread's work), against
+# monitoring off: the same auto (int8) server, alternated, each run in a fresh process.
+MONITORING = {"off": ["--set", "monitoring=false"], "on": ["--set", "monitoring_interval_s=5"]}
+
+
+def monitoring_pairs(args, env: dict, texts: list[str], levels: list[int], sets: list[str], body_of) -> dict:
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(args.monitoring_pairs):
+        for mode, extra in MONITORING.items():
+            port = free_port()
+            runs[mode].append(measure(f"ours (auto), monitoring {mode}",
+                                      serve_command(port, "--registered-model", NAME, *extra, *sets),
+                                      f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}/predict",
+                                      body_of, env, ROOT, texts, levels, args.seconds))
+    return {mode: {clients: {key: statistics.median(run["levels"][clients][key] for run in mode_runs)
+                             for key in ("rps", "p50", "p99")} for clients in levels}
+            for mode, mode_runs in runs.items()} | {"runs": runs}
+
+
+def finish(args, result: dict, levels: list[int]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_bench.json").write_text(json.dumps({"command": harness.command_line(), **result}, indent=2))
-    print(report_text(result, levels))
+    if result["servers"]:
+        print(report_text(result, levels))
+    if "monitoring" in result:
+        print(monitoring_text(result["monitoring"], levels))
+
+
+def monitoring_text(monitoring: dict, levels: list[int]) -> str:
+    off, on = monitoring["off"], monitoring["on"]
+    rows = [[clients, f"{off[clients]['rps']:.1f}", f"{on[clients]['rps']:.1f}",
+             f"{on[clients]['rps'] / off[clients]['rps']:.3f}", f"{off[clients]['p99']:.1f}", f"{on[clients]['p99']:.1f}",
+             f"{on[clients]['p99'] / off[clients]['p99']:.3f}"] for clients in levels]
+    top, one = max(levels), min(levels)
+    throughput = on[top]["rps"] / off[top]["rps"]
+    latency = on[one]["p99"] / off[one]["p99"]
+    pairs = len(monitoring["runs"]["on"])
+    return "\n".join([
+        f"Monitoring off / on, auto (int8) server, medians of {pairs} alternated runs each:", "",
+        harness.markdown_table(["clients", "req/s off", "req/s on", "on/off", "p99 ms off", "p99 ms on", "on/off"], rows),
+        "", f"- throughput at {top} clients within 5% of monitoring off: **{harness.verdict(throughput >= 0.95)}**, "
+            f"{throughput:.3f}x",
+        f"- p99 at {one} client within 5% of monitoring off: **{harness.verdict(latency <= 1.05)}**, {latency:.3f}x"])
 
 
 def report_text(result: dict, levels: list[int]) -> str:

@@ -89,10 +89,11 @@ def write_graphs(model: PooledClassifier, tokenizer, model_dir: Path, per_channe
 
 def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
                        fp32_acc: dict[str, float], settings: dict, batch_size: int,
-                       fp32_predictions: dict[str, list[int]] | None = None) -> dict:
+                       fp32_predictions: dict[str, list[int]] | None = None, on_int8=None) -> dict:
     """Export ``model`` (already saved in ``model_dir``), quantize it, measure the int8 graph on every arrival's
     test split, and write the report; returns it. With ``fp32_predictions`` (label ids per test row, as the
-    round's evaluation predicted them) it also gives the share of rows where int8 predicts the same."""
+    round's evaluation predicted them) it also gives the share of rows where int8 predicts the same.
+    ``on_int8(served)`` is called with the loaded int8 graph (the round's reference embeds with it)."""
     from service.backends.onnxrt import OnnxClassifier
 
     folder = Path(model_dir) / ONNX_DIR
@@ -104,6 +105,8 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="export"), model.max_length,
                                  BackendChoice("onnx-int8", "export check"), threads=torch.get_num_threads())
     int8_predictions = {key: _predict(served, rows, batch_size) for key, rows in tests.items()}
+    if on_int8 is not None:
+        on_int8(served)
     int8_acc = {key: sum(p == r["label"] for p, r in zip(int8_predictions[key], rows)) / max(len(rows), 1)
                 for key, rows in tests.items()}
     report = {
@@ -125,18 +128,19 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
 
 def export_round(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
                  fp32_acc: dict[str, float], settings: dict, batch_size: int,
-                 fp32_predictions: dict[str, list[int]] | None = None) -> dict:
+                 fp32_predictions: dict[str, list[int]] | None = None, on_int8=None) -> dict:
     """``export_round_model`` for any round. A LoRA round's merged model is exported and measured in a scratch
     folder and only the report is kept: its round folder holds no copy of the encoder's weights. The track
     stage rebuilds the same graphs for the model version (``merged_folder``) and checks them by sha256."""
     from continual import adapters
 
     if not adapters.adapter_names(model):
-        return export_round_model(model, tokenizer, model_dir, tests, fp32_acc, settings, batch_size, fp32_predictions)
+        return export_round_model(model, tokenizer, model_dir, tests, fp32_acc, settings, batch_size, fp32_predictions,
+                                  on_int8)
     with tempfile.TemporaryDirectory(prefix="continual-export-") as scratch:
         merged = _save_merged(model, tokenizer, Path(scratch))
         report = export_round_model(merged, tokenizer, Path(scratch), tests, fp32_acc, settings, batch_size,
-                                    fp32_predictions)
+                                    fp32_predictions, on_int8)
         (Path(model_dir) / ONNX_DIR).mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(scratch) / ONNX_DIR / QUANTIZATION_REPORT, Path(model_dir) / ONNX_DIR / QUANTIZATION_REPORT)
     return report

@@ -7,6 +7,8 @@ classifier would tell them from fresh traffic of the very same domain.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,9 +20,10 @@ from service.pooled import PooledClassifier
 
 
 def build_reference(model: PooledClassifier, tokenizer, train_rows: list[dict], tests: dict[str, list[dict]],
-                    matrix: list[list[float]], rows: int, seed: int, batch_size: int) -> Reference:
+                    matrix: list[list[float]], rows: int, seed: int, batch_size: int) -> tuple[Reference, list[str]]:
     """A sample of at most ``rows`` held-out rows of every arrival in ``tests`` (in stream order), embedded and
-    classified by ``model``; label counts of ``train_rows``; text lengths of both."""
+    classified by ``model``; label counts of ``train_rows``; text lengths of both. Also returns the sampled held-out
+    texts, for ``with_int8_embeddings``."""
     rng = random.Random(seed)
     heldout = [row for arrival in tests.values() for row in arrival]
     heldout = rng.sample(heldout, min(rows, len(heldout)))
@@ -46,4 +49,32 @@ def build_reference(model: PooledClassifier, tokenizer, train_rows: list[dict], 
                      lengths=np.array([len(t) for t in texts], dtype=np.int32),
                      heldout_confidence=probabilities.max(axis=1) if len(heldout) else np.zeros(0, np.float32),
                      heldout_predicted=probabilities.argmax(axis=1) if len(heldout) else np.zeros(0, np.int64),
-                     arrivals=arrivals, accuracy_matrix=square, forgetting=np.array(per_round, dtype=np.float32))
+                     arrivals=arrivals, accuracy_matrix=square, forgetting=np.array(per_round, dtype=np.float32)
+                     ), [r["text"] for r in heldout]
+
+
+def with_int8_embeddings(reference: Reference, texts: list[str], served_int8, batch_size: int) -> Reference:
+    """``reference`` plus the held-out ``texts`` embedded by the int8 graph (``served_int8``: the export's check)."""
+    predictions = served_int8.predict(texts, batch_size)
+    if not predictions or predictions[0].embedding is None:
+        return reference
+    return replace(reference, embeddings_int8=np.stack([p.embedding for p in predictions]))
+
+
+def write_reference(model: PooledClassifier, tokenizer, model_dir: Path, train_rows: list[dict],
+                    tests: dict[str, list[dict]], matrix: list[list[float]], rows: int = 1000, seed: int = 0,
+                    batch_size: int = 32) -> Reference:
+    """``build_reference`` for a model folder exported outside a round (benchmarks, tests), with the int8 graph's
+    embeddings when the folder has that graph; saved in ``model_dir``."""
+    from service.backends import BackendChoice, onnx_file
+    from service.model_source import ModelCard
+
+    reference, texts = build_reference(model, tokenizer, train_rows, tests, matrix, rows, seed, batch_size)
+    if onnx_file(model_dir, "onnx-int8").is_file():
+        from service.backends.onnxrt import OnnxClassifier
+
+        served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="reference"),
+                                     model.max_length, BackendChoice("onnx-int8", "reference"), threads=1)
+        reference = with_int8_embeddings(reference, texts, served, batch_size)
+    reference.save(model_dir)
+    return reference

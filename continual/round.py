@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from continual.export import export_round
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
-from continual.reference import build_reference
+from continual.reference import build_reference, with_int8_embeddings
 from continual.storage import tree_bytes
 from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
                              set_prototype_rows)
@@ -132,15 +133,22 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
-    reference = None
+    reference = texts = None
     if int(params["export"].get("reference_rows", 0)) > 0:  # what the server's drift monitor compares traffic with
         seen = [row for k in keys for row in read_split(ws, k, "train")]
-        reference = build_reference(model, tokenizer, seen, tests, matrix, int(params["export"]["reference_rows"]),
-                                    int(params["seed"]) + index, eval_batch)
+        reference, texts = build_reference(model, tokenizer, seen, tests, matrix,
+                                           int(params["export"]["reference_rows"]), int(params["seed"]) + index,
+                                           eval_batch)
+
+    def on_int8(served) -> None:  # the int8 graph's own reference embeddings, for a server that serves int8
+        nonlocal reference
+        if reference is not None:
+            reference = with_int8_embeddings(reference, texts, served, eval_batch)
+
     export = (lambda folder: export_round(model, tokenizer, folder, tests, metrics["acc"], params["export"],
-                                          eval_batch, predictions)) if params["export"]["onnx"] else None
+                                          eval_batch, predictions, on_int8)) if params["export"]["onnx"] else None
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
-                export, reference)
+                export, lambda: reference)
     return metrics
 
 
@@ -157,7 +165,7 @@ def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: in
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
                 round_info: dict, started: float, refit: HeadRefit | None = None, export=None,
-                reference: Reference | None = None) -> None:
+                reference: Callable[[], Reference | None] = lambda: None) -> None:
     """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
     final = ws.round_dir(key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
@@ -168,13 +176,13 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     else:
         model.save(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
-    if reference is not None:
-        reference.save(tmp / "model")
     if export is not None:  # ONNX fp32 + int8 beside the weights, and int8 accuracy on every test split
         report = export(tmp / "model")
         metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]
         metrics["int8_agreement"] = report["agreement"]
         metrics["export_seconds"] = sum(report["seconds"].values())
+    if reference() is not None:  # after the export: it adds the int8 graph's embeddings
+        reference().save(tmp / "model")
     metrics.update(strategy.save(tmp, context))
     if refit is not None:
         refit.save(tmp)

@@ -61,6 +61,7 @@ class ModelHolder:
                 card = self.source.resolve()
                 unchanged = previous_card is not None and card.fingerprint == previous_card.fingerprint
                 if unchanged and not force:
+                    self.metrics.model_stale.set(0)  # e.g. a rollback to the version still served
                     return ReloadOutcome(False, previous_card, previous_card)
                 loaded = self._load(card)
             except Exception as error:  # any failure of a load must leave the old model serving

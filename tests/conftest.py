@@ -43,3 +43,21 @@ def onnx_model_dir(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("onnx") / "model"
     shutil.copytree(tiny_model_dir, folder)
     return export_tiny(folder)
+
+
+@pytest.fixture(scope="session")
+def monitored_model_dir(onnx_model_dir, tmp_path_factory):
+    """The tiny exported model with the reference a round stores: three arrivals (hostile names among them) in
+    its lineage, every one of their 18 held-out rows embedded."""
+    import shutil
+
+    from continual.model import load_classifier
+    from continual.reference import write_reference
+
+    folder = tmp_path_factory.mktemp("monitored") / "model"
+    shutil.copytree(onnx_model_dir, folder)
+    model, tokenizer = load_classifier(folder, trainable=False)
+    tests = {"tweets": TINY_ROWS[:6], "<script>alert(1)</script>": TINY_ROWS[6:12], "שלום 🎉": TINY_ROWS[12:]}
+    matrix = [[0.9], [0.8, 0.85], [0.75, 0.8, 0.9]]
+    write_reference(model, tokenizer, folder, TINY_ROWS, tests, matrix, batch_size=8)
+    return folder

@@ -3,9 +3,6 @@
 under the capture folder)."""
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +13,7 @@ import pytest
 import requests
 
 from conftest import TINY_ROWS
+from serving import gunicorn_server
 from service.monitoring.reference import Reference
 from service.monitoring.scores import domain_auc, length_psi, psi
 
@@ -34,29 +32,19 @@ def test_statistics_tell_same_from_shifted():
     assert length_psi(lengths, rng.integers(20, 200, size=500)) < 0.1 < length_psi(lengths, lengths * 10)
 
 
-@pytest.fixture(scope="module")
-def monitored_model_dir(onnx_model_dir, tmp_path_factory):
-    """The tiny ONNX model with the reference a round stores (two arrivals in its lineage)."""
-    from continual.model import load_classifier
-    from continual.reference import build_reference
-
-    folder = tmp_path_factory.mktemp("monitored") / "model"
-    shutil.copytree(onnx_model_dir, folder)
-    model, tokenizer = load_classifier(folder)
-    tests = {"0001-a": TINY_ROWS, "0002-b": TINY_ROWS[:9]}
-    build_reference(model, tokenizer, TINY_ROWS, tests, [[0.9], [0.8, 0.7]], 1000, 0, 8).save(folder)
-    return folder
-
-
 def test_reference_round_trip(monitored_model_dir):
     reference = Reference.load(monitored_model_dir)
     assert reference.labels == ["neg", "neu", "pos"]
-    assert reference.embeddings.shape == (len(TINY_ROWS) + 9, 32)  # every held-out row: fewer than 1000
+    assert reference.embeddings.shape == (len(TINY_ROWS), 32)  # every held-out row: fewer than 1000
     assert reference.train_label_counts.tolist() == [6, 6, 6]
     assert len(reference.heldout_confidence) == len(reference.heldout_predicted) == len(reference.embeddings)
+    assert reference.embeddings_int8.shape == reference.embeddings.shape  # the int8 graph's own, for int8 servers
+    assert reference.embeddings_for("onnx-int8") is reference.embeddings_int8
+    assert reference.embeddings_for("onnx") is reference.embeddings
     lineage = reference.lineage()
-    assert lineage["accuracy_matrix"] == [[pytest.approx(0.9)], [pytest.approx(0.8), pytest.approx(0.7)]]
-    assert lineage["forgetting"] == [0.0, pytest.approx(0.1)]
+    assert lineage["arrivals"] == ["tweets", "<script>alert(1)</script>", "שלום 🎉"]
+    assert lineage["accuracy_matrix"][1] == [pytest.approx(0.8), pytest.approx(0.85)]
+    assert lineage["forgetting"] == [0.0, pytest.approx(0.1), pytest.approx(0.1)]
     assert Reference.load(monitored_model_dir.parent) is None  # no reference: None, not an error
 
 
@@ -85,7 +73,7 @@ def test_window_checks_and_gauges(monitored_model_dir, backend, caplog):
         snapshot = client.get("/monitoring").get_json()
         assert snapshot["latest"]["scores"] == pytest.approx(result["scores"])
         assert snapshot["window"] == {"texts": 40, "capacity": 40} and snapshot["counters"]["texts"] == 125
-        assert snapshot["lineage"]["arrivals"] == ["0001-a", "0002-b"]
+        assert len(snapshot["lineage"]["arrivals"]) == 3
         exposition = client.get("/metrics").get_data(as_text=True)
         for check in result["scores"]:
             assert f'continual_drift_score{{check="{check}",model_name="classifier",model_version=""}}' in exposition
@@ -148,23 +136,14 @@ def test_continual_drift_scores_a_file_and_writes_a_report(monitored_model_dir, 
 def test_two_gunicorn_workers_export_drift_gauges_and_a_full_disk_drops_captures(monitored_model_dir, tmp_path):
     """Multiprocess mode: each worker's drift gauges reach the merged /metrics. The capture file is /dev/full:
     every write fails with ENOSPC, the server keeps answering and counts the dropped captures."""
-    from test_service_gunicorn import free_port, wait_ready
-
     captures = tmp_path / "captures"
     captures.mkdir()
     (captures / "capture.jsonl").symlink_to("/dev/full")
-    port, log = free_port(), tmp_path / "server.log"
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "service.serve", "--model-uri", str(monitored_model_dir), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "2", "--threads", "2", "--set", "compute_threads=1",
-               "--set", "monitoring_interval_s=0.5", "--set", "monitoring_min_texts=10",
-               "--set", "capture_rate=1", "--set", f"capture_dir={captures}"]
-    with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, log)
+    args = ["--model-uri", str(monitored_model_dir), "--workers", "2", "--threads", "2", "--set", "compute_threads=1",
+            "--set", "monitoring_interval_s=0.5", "--set", "monitoring_min_texts=10", "--set", "capture_rate=1",
+            "--set", f"capture_dir={captures}"]
+    with gunicorn_server(args, tmp_path) as server:
+        base, log = server["base"], server["log"]
         texts = [r["text"] for r in TINY_ROWS[:10]]
         deadline, pids = time.monotonic() + 60, set()
         while time.monotonic() < deadline:
@@ -180,10 +159,3 @@ def test_two_gunicorn_workers_export_drift_gauges_and_a_full_disk_drops_captures
         dropped = [line for line in exposition.splitlines() if line.startswith("continual_capture_dropped_total{")]
         assert dropped and 'reason="disk"' in dropped[0] and float(dropped[0].split()[-1]) > 0
         assert "texts" in requests.get(f"{base}/monitoring", timeout=10).json()["window"]
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)

@@ -3,9 +3,6 @@ int8 ONNX backend (the gate passed it): both inference APIs, tritonclient, schem
 concurrent requests."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,34 +14,14 @@ import pytest
 import requests
 
 from conftest import export_tiny
+from serving import gunicorn_server
 from service.model_source import INT8_GATE_TAG
 from test_service_registry import MODEL_NAME, make_registry, move_alias, register_tiny_model
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "gunicorn-test-token"
 MAX_TEXTS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass  # the master accepts at once; the connection waits until the worker has loaded the model
-        time.sleep(0.25)
-    pytest.fail(f"server not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +33,13 @@ def registry(tmp_path_factory, onnx_model_dir):
 
 @pytest.fixture(scope="module")
 def server(registry, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
-    env = {**os.environ, "CONTINUAL_ADMIN_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus"),
-           "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "service.serve", "--registered-model", MODEL_NAME, "--tracking-uri", registry,
-               "--poll-seconds", "1", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--threads", "4", "--set", "compute_threads=1", "--set", f"max_texts={MAX_TEXTS}",
-               "--set", "max_text_chars=2000", "--set", "max_body_bytes=262144", "--set", "max_length=64"]
+    args = ["--registered-model", MODEL_NAME, "--tracking-uri", registry, "--poll-seconds", "1", "--workers", "1",
+            "--threads", "4", "--set", "compute_threads=1", "--set", f"max_texts={MAX_TEXTS}",
+            "--set", "max_text_chars=2000", "--set", "max_body_bytes=262144", "--set", "max_length=64"]
     # max_body_bytes admits any schema-valid body (16 texts x 2,000 chars x 6 bytes when \u-escaped), so
     # schemathesis only meets 413 where the schema says so.
-    log = folder / "server.log"
-    with log.open("w") as output:
-        # Own session: if the master does not stop, its whole group (master and worker) can be killed.
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, log)
-        yield {"base": base, "port": port, "log": log, "registry": registry}
-    finally:
-        # SIGINT: gunicorn's quick stop. SIGTERM's graceful stop waits out graceful_timeout while a
-        # client still holds an idle keep-alive connection (gunicorn 26 gthread).
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    with gunicorn_server(args, tmp_path_factory.mktemp("gunicorn"), {"CONTINUAL_ADMIN_TOKEN": TOKEN}) as running:
+        yield {**running, "registry": registry}
 
 
 def test_predict_and_v2_infer(server):

@@ -6,9 +6,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,12 +14,11 @@ import pytest
 import requests
 
 from browser import chromium_binary, load_page
-from conftest import TINY_ROWS
 from service import create_app
 from service.app import shutdown
 from service.monitoring.page import CONTENT_SECURITY_POLICY, render
 from service.state import EXTENSION_KEY
-from test_service_gunicorn import REPO, free_port, wait_ready
+from serving import gunicorn_server
 
 HOSTILE = ["<script>alert(1)</script>", "שלום עולם", "🎉 party 👩‍👩‍👧", "line\u2028separator",
            '"quoted" & \'single\'', "x" * 300, ""]
@@ -127,21 +123,6 @@ def test_render_shows_escaped_names_and_says_what_is_missing():
     assert "has no reference (it was exported before monitoring)" in empty and "Monitoring is off" in empty
 
 
-@pytest.fixture(scope="module")
-def monitored_model_dir(onnx_model_dir, tmp_path_factory):
-    """The tiny exported model with a reference: three arrivals (hostile names among them) in its lineage."""
-    from continual.model import load_classifier
-    from continual.reference import build_reference
-
-    folder = tmp_path_factory.mktemp("monitored") / "model"
-    shutil.copytree(onnx_model_dir, folder)
-    model, tokenizer = load_classifier(folder, trainable=False)
-    tests = {"tweets": TINY_ROWS[:6], "<script>alert(1)</script>": TINY_ROWS[6:12], "שלום 🎉": TINY_ROWS[12:]}
-    matrix = [[0.9], [0.8, 0.85], [0.75, 0.8, 0.9]]
-    build_reference(model, tokenizer, TINY_ROWS, tests, matrix, rows=18, seed=0, batch_size=8).save(folder)
-    return folder
-
-
 def test_index_negotiates_json_or_the_status_page(monitored_model_dir):
     app = create_app({"model_uri": str(monitored_model_dir), "compute_threads": 1, "batching": False,
                       "monitoring_interval_s": 3600, "monitoring_min_texts": 4})
@@ -171,28 +152,10 @@ def test_index_negotiates_json_or_the_status_page(monitored_model_dir):
 
 @pytest.fixture(scope="module")
 def monitored_server(monitored_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("status-page-server")
-    port = free_port()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus"), "HF_HUB_OFFLINE": "1",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "service.serve", "--model-uri", str(monitored_model_dir), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1", "--threads", "4", "--set", "compute_threads=1",
-               "--set", "monitoring_interval_s=1", "--set", "monitoring_min_texts=20"]
-    log = folder / "server.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, log)
-        yield base
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    args = ["--model-uri", str(monitored_model_dir), "--workers", "1", "--threads", "4", "--set", "compute_threads=1",
+            "--set", "monitoring_interval_s=1", "--set", "monitoring_min_texts=20"]
+    with gunicorn_server(args, tmp_path_factory.mktemp("status-page-server")) as server:
+        yield server["base"]
 
 
 def predict(base: str, texts: list[str]) -> None:

@@ -123,7 +123,7 @@ class Monitor:
         reference = getattr(model, "reference", None)
         if reference is not None and reference.labels != model.labels:
             reference = None  # not this head's reference: no check can be trusted
-        scores = drift_scores(reference, embeddings, predicted, confidence, lengths)
+        scores = drift_scores(reference, embeddings, predicted, confidence, lengths, model.backend.name)
         thresholds = self.thresholds
         result = {"time": time.time(), "texts": count, "model_version": model.card.version, "scores": scores,
                   "drift": {c: scores[c] is not None and scores[c] > thresholds[c] for c in CHECKS}}

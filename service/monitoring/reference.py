@@ -14,6 +14,10 @@ with ``allow_pickle=False``):
     arrivals            [R] str      the lineage's arrivals, in order
     accuracy_matrix     [R, R] fp32  accuracy on arrival j after round i (NaN above the diagonal)
     forgetting          [R] fp32     average forgetting after each round (continual.metrics)
+    embeddings_int8     [n, d] fp16  optional: the same rows embedded by the int8 ONNX graph. Quantization moves every
+                                     embedding a little, the same way: a domain classifier tells int8 from fp32
+                                     embeddings of one text set (AUC 0.53-0.56 on VADER tweets, docs/benchmarks.md), so
+                                     an int8 server compares its traffic with these
 """
 from __future__ import annotations
 
@@ -37,6 +41,11 @@ class Reference:
     arrivals: list[str]
     accuracy_matrix: np.ndarray
     forgetting: np.ndarray
+    embeddings_int8: np.ndarray | None = None
+
+    def embeddings_for(self, backend: str) -> np.ndarray:
+        """The reference embeddings made the way ``backend`` makes the traffic's."""
+        return self.embeddings_int8 if backend == "onnx-int8" and self.embeddings_int8 is not None else self.embeddings
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / REFERENCE_FILE
@@ -48,7 +57,8 @@ class Reference:
                 heldout_confidence=self.heldout_confidence.astype(np.float16),
                 heldout_predicted=self.heldout_predicted.astype(np.int16),
                 arrivals=np.array(self.arrivals, dtype=str), accuracy_matrix=self.accuracy_matrix.astype(np.float32),
-                forgetting=self.forgetting.astype(np.float32))
+                forgetting=self.forgetting.astype(np.float32),
+                **({} if self.embeddings_int8 is None else {"embeddings_int8": self.embeddings_int8.astype(np.float16)}))
         return path
 
     @classmethod
@@ -65,7 +75,8 @@ class Reference:
                        heldout_confidence=data["heldout_confidence"].astype(np.float32),
                        heldout_predicted=data["heldout_predicted"].astype(np.int64),
                        arrivals=[str(x) for x in data["arrivals"]], accuracy_matrix=data["accuracy_matrix"],
-                       forgetting=data["forgetting"])
+                       forgetting=data["forgetting"],
+                       embeddings_int8=data["embeddings_int8"].astype(np.float32) if "embeddings_int8" in data else None)
 
     def lineage(self) -> dict:
         """The accuracy matrix of the champion's lineage and its forgetting per round (JSON-ready)."""

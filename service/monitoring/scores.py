@@ -50,8 +50,9 @@ def domain_auc(reference: np.ndarray, window: np.ndarray, seed: int = 0, folds: 
 
 
 def drift_scores(reference: Reference | None, embeddings: np.ndarray | None, predicted: np.ndarray,
-                 confidence: np.ndarray, lengths: np.ndarray) -> dict[str, float | None]:
-    """Every check's score; None where the reference or the backend lacks what it needs."""
+                 confidence: np.ndarray, lengths: np.ndarray, backend: str = "torch") -> dict[str, float | None]:
+    """Every check's score; None where the reference or the backend lacks what it needs. ``backend`` made the
+    window's embeddings: the reference's own of that kind are compared (int8 or fp32)."""
     scores: dict[str, float | None] = dict.fromkeys(CHECKS)
     if reference is None:
         return scores
@@ -62,6 +63,7 @@ def drift_scores(reference: Reference | None, embeddings: np.ndarray | None, pre
         scores["label_psi"] = psi(np.bincount(reference.heldout_predicted, minlength=width),
                                   np.bincount(predicted, minlength=width))
         scores["confidence_drop"] = float(reference.heldout_confidence.mean() - confidence.mean())
-    if embeddings is not None and len(reference.embeddings) >= 2 and embeddings.shape[1] == reference.embeddings.shape[1]:
-        scores["embedding_auc"] = domain_auc(reference.embeddings, embeddings)
+    expected = reference.embeddings_for(backend)
+    if embeddings is not None and len(expected) >= 2 and embeddings.shape[1] == expected.shape[1]:
+        scores["embedding_auc"] = domain_auc(expected, embeddings)
     return scores
