@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench bench-quick bench-serve bench-lora chaos clean
+.PHONY: venv demo test bench bench-quick bench-serve bench-lora bench-drift chaos clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ bench-lora: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/storage.py
 	mkdir -p docs/img && cp bench/full/lora_vader.png bench/full/lora_wordnet.png docs/img/
 
+# Drift detection on both streams with the served round-1 champion (~20 minutes), then the status page's
+# screenshot in headless Chromium (docs/img/status_page.png).
+bench-drift: $(STAMP)
+	$(BENCH_ENV) $(PY) benchmarks/drift.py
+	$(BENCH_ENV) $(PY) benchmarks/status_screenshot.py
+
 bench-serve: $(STAMP)
 	$(PY) benchmarks/serve_bench.py --seconds 15
 
@@ -53,6 +59,7 @@ bench-quick: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/overheads.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/quantized.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/lora.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/drift.py --quick
 
 # The timed benchmarks run alone; the two forgetting streams (accuracy, not time) then share the 2 cores.
 bench: $(STAMP)

@@ -60,7 +60,7 @@ class ExportReport:
 def export_captures(folder: Path, out: Path, params: dict[str, Any], min_confidence: float | None = None,
                     max_confidence: float | None = None) -> ExportReport:
     """Write the captures of ``folder`` to the CSV ``out`` (atomically); raises ValueError if none qualify."""
-    from service.monitoring.capture import read_capture_files
+    from service.monitoring.capture_files import read_capture_files
 
     folder, out = Path(folder), Path(out)
     if out.suffix.lower() in JSONL_SUFFIXES or out.suffix.lower() != ".csv":

@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 
 from service.monitoring import capture
-from service.monitoring.capture import (
-    COUNT,
-    CURRENT,
-    PREVIOUS,
-    CaptureWriter,
-    capture_record,
-    check_capture_settings,
-    read_captures,
-)
+from service.monitoring.capture import CaptureWriter, capture_record, check_capture_settings
+from service.monitoring.capture_files import COUNT, CURRENT, PREVIOUS, read_captures
 
 HOSTILE = [
     "line one\nline two",
