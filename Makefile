@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench bench-quick bench-serve bench-lora bench-drift chaos clean
+.PHONY: venv demo test bench bench-quick bench-serve bench-lora bench-drift bench-streams chaos clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ bench-lora: $(STAMP)
 bench-drift: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/drift.py
 	$(BENCH_ENV) $(PY) benchmarks/status_screenshot.py
+
+# Several streams in one server: memory per extra MiniLM, and a hot swap of one stream under load on the others.
+bench-streams: $(STAMP)
+	$(PY) benchmarks/streams_serving.py
 
 bench-serve: $(STAMP)
 	$(PY) benchmarks/serve_bench.py --seconds 15

@@ -20,10 +20,11 @@ from service.monitoring.page import render
 from service.monitoring.scores import CHECKS
 
 
-def fetch_snapshot(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+def fetch_snapshot(url: str, model: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The server's GET /monitoring: of ``model`` when it serves several, else of its first."""
     try:
-        response = requests.get(url.rstrip("/") + "/monitoring", timeout=timeout_s,
-                                headers={"Accept": "application/json"})
+        response = requests.get(url.rstrip("/") + "/monitoring", params={"model": model} if model else None,
+                                timeout=timeout_s, headers={"Accept": "application/json"})
     except requests.RequestException as error:
         raise ConnectionError(f"cannot reach the model server at {url}: {error}") from None
     if response.status_code != 200:

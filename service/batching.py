@@ -5,7 +5,9 @@ job already queued behind it, and runs them together up to ``max_batch_size`` te
 ``max_wait_s`` for more only while requests come concurrently (its last batch held more than one job): a lone
 client never pays the wait, a loaded server still fills its batches. A job
 names the model its request took, and a batch holds jobs of one model only, so a hot swap never
-answers a request with a model it did not start on.
+answers a request with a model it did not start on. Jobs of another model (a server of several models, or
+a swap) met while gathering are set aside, in order, and start the next batches: interleaved traffic to two
+models still makes full batches of each.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,6 +39,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._concurrent = False  # the last batch held more than one job
+        self._aside: deque[_Job] = deque()  # taken off the queue for a later batch (another model, or no room)
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -50,19 +54,24 @@ class MicroBatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        carried: _Job | None = None
         while True:
-            first = carried or self._queue.get()
+            first = self._aside.popleft() if self._aside else self._queue.get()
             if first is None:
                 return
-            batch, carried, stop = self._gather(first)
+            batch, stop = self._gather(first)
             self._forward(batch)
             if stop:
                 return
 
-    def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
-        """Jobs for one forward pass, the job that did not fit (next batch's first) and whether to stop."""
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        """Jobs for one forward pass (``first``'s model only) and whether to stop."""
         batch, size = [first], len(first.texts)
+        for job in list(self._aside):  # set aside earlier: they waited longest
+            if job.model is first.model and size + len(job.texts) <= self.max_batch_size:
+                self._aside.remove(job)
+                batch.append(job)
+                size += len(job.texts)
+        waited = bool(self._aside)  # jobs of another model wait behind this batch
         deadline = time.monotonic() + (self.max_wait_s if self._concurrent else 0.0)
         while size < self.max_batch_size:
             try:
@@ -71,14 +80,17 @@ class MicroBatcher:
             except queue.Empty:
                 break
             if job is None:
-                return batch, None, True
+                return batch, True
             if job.model is not first.model or size + len(job.texts) > self.max_batch_size:
-                self._concurrent = True  # a job was waiting behind this batch
-                return batch, job, False
+                self._aside.append(job)
+                waited = True  # a job was waiting behind this batch
+                if job.model is first.model or time.monotonic() >= deadline:
+                    break  # full; or past the wait: never keep sorting another model's queue while this one waits
+                continue
             batch.append(job)
             size += len(job.texts)
-        self._concurrent = len(batch) > 1
-        return batch, None, False
+        self._concurrent = len(batch) > 1 or waited
+        return batch, False
 
     def _forward(self, batch: list[_Job]) -> None:
         # A request that gave up waiting cancelled its future; from here on it cannot cancel any more.

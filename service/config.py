@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from service.backends import BACKENDS
+from service.model_map import parse_models
 from service.monitoring.capture import check_capture_settings
 
 # Keys whose environment variable is not simply CONTINUAL_<KEY>: MLflow's own names win, so the
@@ -19,6 +20,9 @@ ENV_NAMES = {
 @dataclass(frozen=True)
 class ServiceConfig:
     model_uri: str | None = None          # models:/NAME@alias, models:/NAME/3, runs:/..., or a local folder
+    # Several models, one V2 name each: (name, uri) pairs, given as a mapping or JSON (service.model_map).
+    # Instead of model_uri / registered_model; each one hot-swaps on its own.
+    models: tuple[tuple[str, str], ...] = ()
     registered_model: str | None = None   # with ``alias``: the same as model_uri models:/NAME@alias
     alias: str = "champion"
     tracking_uri: str | None = None
@@ -95,11 +99,16 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     values: dict[str, Any] = {}
     for name, field in known.items():
         kind = type(field.default) if field.default is not None else str
+        parse = parse_models if name == "models" else (lambda value, key, kind=kind: _parse(value, kind, key))
         if name in config and config[name] is not None:
-            values[name] = _parse(config[name], kind, name)
+            values[name] = parse(config[name], name)
         elif (env := ENV_NAMES.get(name, f"CONTINUAL_{name.upper()}")) in environ:
-            values[name] = _parse(environ[env], kind, env)
+            values[name] = parse(environ[env], env)
     result = ServiceConfig(**values)
+    if result.models and (result.model_uri or result.registered_model or result.model_name):
+        given = [key for key in ("model_uri", "registered_model", "model_name") if getattr(result, key)]
+        raise ValueError(f"models names every served model: it cannot be combined with {', '.join(given)} "
+                         "(set in the config or as CONTINUAL_<KEY>)")
     for name in ("max_batch_size", "max_texts", "max_text_chars", "max_body_bytes", "max_length"):
         if getattr(result, name) < 1:
             raise ValueError(f"{name} must be at least 1")

@@ -35,21 +35,23 @@ class ServiceMetrics:
         self.batch_size = Histogram("continual_batch_size", "Texts in one forward pass",
                                     buckets=BATCH_BUCKETS, registry=registry)
         self.texts = Counter("continual_texts_classified", "Texts classified", registry=registry)
-        # liveall: one series per live worker, so a worker still on the old model shows up as such.
+        # Per served model (model_name: its V2 name, one per stream). liveall: one series per live worker, so a
+        # worker still on the old model shows up as such.
         self.model_version = Gauge("continual_model_version", "Registry version of the served model (-1: none)",
-                                   registry=registry, multiprocess_mode="liveall")
+                                   ["model_name"], registry=registry, multiprocess_mode="liveall")
         self.model_info = Gauge("continual_model_info", "1 for the served model, 0 for models served before",
-                                ["name", "version", "round", "round_key"], registry=registry,
+                                ["model_name", "name", "version", "round", "round_key"], registry=registry,
                                 multiprocess_mode="liveall")
         self.backend = Gauge("continual_model_backend", "1 for the backend serving now (torch, onnx, onnx-int8)",
-                             ["backend"], registry=registry, multiprocess_mode="liveall")
-        self.reloads = Counter("continual_model_reloads", "Models loaded and swapped in", registry=registry)
+                             ["model_name", "backend"], registry=registry, multiprocess_mode="liveall")
+        self.reloads = Counter("continual_model_reloads", "Models loaded and swapped in", ["model_name"],
+                               registry=registry)
         self.reload_failures = Counter("continual_model_reload_failures",
                                        "Model loads or registry lookups that failed (the old model kept serving)",
-                                       registry=registry)
+                                       ["model_name"], registry=registry)
         self.model_stale = Gauge("continual_model_stale",
                                  "1 while the registry alias points at a version this server could not load",
-                                 registry=registry, multiprocess_mode="liveall")
+                                 ["model_name"], registry=registry, multiprocess_mode="liveall")
         # Monitoring (service.monitoring): what the served model predicts, and how far traffic drifted.
         self.predictions = Counter("continual_predictions", "Texts classified, by predicted label",
                                    [*MODEL_LABELS, "label"], registry=registry)
@@ -73,20 +75,25 @@ class ServiceMetrics:
         self.capture_dropped = Counter("continual_capture_dropped", "Sampled texts not captured, by reason "
                                        "(disk: the write failed, e.g. a full disk; queue: the writer fell behind; invalid; closed)",
                                        ["reason"], registry=registry)
-        self.model_version.set(-1)
-        self.model_stale.set(0)
 
-    def model_swapped(self, new: ModelCard, old: ModelCard | None) -> None:
+    def add_model(self, name: str) -> None:
+        """A served model's series exist from the start: no version (-1), not stale, no reload yet."""
+        self.model_version.labels(name).set(-1)
+        self.model_stale.labels(name).set(0)
+        self.reloads.labels(name)
+        self.reload_failures.labels(name)
+
+    def model_swapped(self, name: str, new: ModelCard, old: ModelCard | None) -> None:
         if old is not None:
-            self.model_info.labels(*_info_labels(old)).set(0)
-        self.model_info.labels(*_info_labels(new)).set(1)
-        self.model_version.set(float(new.version) if new.version and new.version.isdigit() else -1)
-        self.reloads.inc()
+            self.model_info.labels(name, *_info_labels(old)).set(0)
+        self.model_info.labels(name, *_info_labels(new)).set(1)
+        self.model_version.labels(name).set(float(new.version) if new.version and new.version.isdigit() else -1)
+        self.reloads.labels(name).inc()
 
-    def backend_swapped(self, new: str, old: str | None) -> None:
+    def backend_swapped(self, name: str, new: str, old: str | None) -> None:
         if old is not None and old != new:
-            self.backend.labels(old).set(0)
-        self.backend.labels(new).set(1)
+            self.backend.labels(name, old).set(0)
+        self.backend.labels(name, new).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         if multiprocess_mode():

@@ -34,7 +34,8 @@ class ReloadOutcome:
 
 class ModelHolder:
     def __init__(self, source: ModelSource, max_length: int, metrics: ServiceMetrics, backend: str = "auto",
-                 max_quantized_drop: float = 0.01, threads: int = 0):
+                 max_quantized_drop: float = 0.01, threads: int = 0, name: str = "classifier"):
+        self.name = name                              # the V2 model name: the model_name label of its series
         self.source = source
         self.max_length = max_length
         self.backend = backend                        # requested: auto | onnx-int8 | onnx | torch
@@ -42,10 +43,12 @@ class ModelHolder:
         self.threads = threads                        # intra-op threads of the backend, per process
         self.metrics = metrics
         self.last_error: str | None = None
+        self.stale = False  # the source points at a model that failed to load (the old one, if any, serves)
         self._current: ServedModel | None = None
         self._reload_lock = threading.Lock()       # one load at a time: poll thread vs admin reload
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        metrics.add_model(name)
 
     @property
     def current(self) -> ServedModel | None:
@@ -61,25 +64,29 @@ class ModelHolder:
                 card = self.source.resolve()
                 unchanged = previous_card is not None and card.fingerprint == previous_card.fingerprint
                 if unchanged and not force:
-                    self.metrics.model_stale.set(0)  # e.g. a rollback to the version still served
+                    self._set_stale(False)  # e.g. a rollback to the version still served
                     return ReloadOutcome(False, previous_card, previous_card)
                 loaded = self._load(card)
             except Exception as error:  # any failure of a load must leave the old model serving
                 self.last_error = f"{type(error).__name__}: {error}"
-                self.metrics.reload_failures.inc()
+                self.metrics.reload_failures.labels(self.name).inc()
                 if card is not None:  # the alias moved (or nothing is served) and this server is behind it
-                    self.metrics.model_stale.set(1)
-                log.exception("loading the model from %s failed; still serving %s", self.source.uri,
+                    self._set_stale(True)
+                log.exception("loading model %s from %s failed; still serving %s", self.name, self.source.uri,
                               previous_card.version if previous_card else "nothing")
                 raise ReloadFailed(self.last_error) from error
             self._current = loaded  # the swap: one reference assignment, atomic under the GIL
             self.last_error = None
-            self.metrics.model_stale.set(0)
-            self.metrics.model_swapped(loaded.card, previous_card)
-            self.metrics.backend_swapped(loaded.backend.name, previous.backend.name if previous else None)
-            log.info("serving %s (version %s, round %s) on %s: %s", card.source, card.version, card.round_key,
-                     loaded.backend.name, loaded.backend.reason)
+            self._set_stale(False)
+            self.metrics.model_swapped(self.name, loaded.card, previous_card)
+            self.metrics.backend_swapped(self.name, loaded.backend.name, previous.backend.name if previous else None)
+            log.info("model %s: serving %s (version %s, round %s) on %s: %s", self.name, card.source, card.version,
+                     card.round_key, loaded.backend.name, loaded.backend.reason)
             return ReloadOutcome(True, previous_card, loaded.card)
+
+    def _set_stale(self, stale: bool) -> None:
+        self.stale = stale
+        self.metrics.model_stale.labels(self.name).set(1 if stale else 0)
 
     def _load(self, card: ModelCard) -> ServedModel:
         with tempfile.TemporaryDirectory(prefix="continual-serve-") as download:
@@ -96,7 +103,8 @@ class ModelHolder:
     def start_polling(self, every_s: float) -> None:
         if every_s <= 0 or self._poller is not None:
             return
-        self._poller = threading.Thread(target=self._poll, args=(every_s,), name="model-poll", daemon=True)
+        self._poller = threading.Thread(target=self._poll, args=(every_s,), name=f"model-poll-{self.name}",
+                                        daemon=True)
         self._poller.start()
 
     def _poll(self, every_s: float) -> None:

@@ -1,6 +1,7 @@
 """Run the model server under gunicorn (workers x threads); --debug only turns on debug logging.
 
     python -m service.serve --registered-model NAME --port 8000 --workers 2 --threads 4
+    python -m service.serve --model sentiment=models:/sentiment@champion --model topics=models:/topics@champion
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gunicorn.app.base import BaseApplication
 
 from service import gunicorn_conf
 from service.backends import BACKENDS
+from service.model_map import parse_model_args
 
 
 class GunicornServer(BaseApplication):
@@ -66,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="service.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-uri", help="models:/NAME@alias, models:/NAME/VERSION, runs:/... or a folder")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=URI", dest="models",
+                        help="serve several models: one V2 model name each, URI as for --model-uri (repeatable; "
+                             "instead of --model-uri / --registered-model)")
     parser.add_argument("--registered-model", help="registered model name (with --alias)")
     parser.add_argument("--alias", help="registry alias to follow (default champion)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
@@ -92,6 +97,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     named = {"model_uri": args.model_uri, "registered_model": args.registered_model, "alias": args.alias,
              "tracking_uri": args.tracking_uri, "poll_seconds": args.poll_seconds, "backend": args.backend}
     config.update({key: value for key, value in named.items() if value is not None})
+    if args.models:
+        config["models"] = parse_model_args(args.models)  # ValueError: exit 2 with the message
     return config
 
 
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     from service.config import load_config
 
     settings = load_config(config)  # a typo in a key or value fails here, before any worker starts
+    if settings.source_uri is None and not settings.models:
+        raise ValueError("no model to serve: give --model-uri, --registered-model or --model NAME=URI "
+                         "(or CONTINUAL_MODEL_URI, CONTINUAL_REGISTERED_MODEL, CONTINUAL_MODELS)")
     if settings.compute_threads == 0:
         config["compute_threads"] = gunicorn_conf.compute_threads_per_worker(args.workers)
     gunicorn_conf.check_multiproc_dir()  # before gunicorn, whose on_starting would only say "Error: ..."

@@ -1,4 +1,5 @@
-"""What one app owns: its config, model holder, batcher and metrics; and the one way to classify."""
+"""What one app owns: its config, its streams (one per served model), the batcher and metrics; and the one way to
+classify."""
 from __future__ import annotations
 
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -14,6 +15,7 @@ from service.inputs import TextLimits
 from service.metrics import ServiceMetrics
 from service.model_holder import ModelHolder
 from service.monitoring.monitor import Monitor
+from service.stream import Stream
 
 EXTENSION_KEY = "continual"
 
@@ -21,31 +23,48 @@ EXTENSION_KEY = "continual"
 @dataclass
 class ServiceState:
     config: ServiceConfig
-    holder: ModelHolder
+    streams: dict[str, Stream]  # V2 model name -> stream, in the configured order; the first is the default
     metrics: ServiceMetrics
-    batcher: MicroBatcher | None
-    monitor: Monitor
+    batcher: MicroBatcher | None  # one per worker, shared by the streams: a batch holds one model's texts
 
     @property
     def limits(self) -> TextLimits:
         return TextLimits(self.config.max_texts, self.config.max_text_chars)
 
     @property
+    def default(self) -> Stream:
+        """The one model of a single-model server; the first of several (status page, GET /)."""
+        return next(iter(self.streams.values()))
+
+    @property
+    def several(self) -> bool:
+        return len(self.streams) > 1
+
+    # The default stream's parts, as the app had them when it served one model (continual.drift uses them).
+    @property
+    def holder(self) -> ModelHolder:
+        return self.default.holder
+
+    @property
+    def monitor(self) -> Monitor:
+        return self.default.monitor
+
+    @property
     def model_name(self) -> str:
-        """The name on /v2/models/{name}: configured, else the registered model's, else "classifier"."""
-        if self.config.model_name:
-            return self.config.model_name
-        model = self.holder.current
-        return (model.card.name if model else None) or self.config.registered_model or "classifier"
+        return self.default.name
+
+    def stream(self, name: str) -> Stream:
+        found = self.streams.get(name)
+        if found is None:
+            served = ", ".join(repr(n) for n in self.streams)
+            raise ApiError(404, f"unknown model {name!r}; this server serves {served}")
+        return found
 
     def serving_model(self) -> ServedModel:
-        """The model this request will use from start to end (read once: a swap may happen meanwhile)."""
-        model = self.holder.current
-        if model is None:
-            raise ApiError(503, "no model is loaded yet", {"Retry-After": "5"})
-        return model
+        return self.default.serving_model()
 
-    def classify(self, model: ServedModel, texts: list[str]) -> list[Prediction]:
+    def classify(self, model: ServedModel, texts: list[str], stream: Stream | None = None) -> list[Prediction]:
+        """Predictions of ``model`` (read once from ``stream``, the default one if None) on ``texts``."""
         self.metrics.texts.inc(len(texts))
         if self.batcher is None:
             predictions = predict_unbatched(model, texts, self.config.max_batch_size, self.metrics.batch_size.observe)
@@ -56,12 +75,12 @@ class ServiceState:
             except FutureTimeout:
                 future.cancel()
                 raise ApiError(503, "the model is overloaded; try again", {"Retry-After": "1"}) from None
-        self.monitor.observe(model, texts, predictions)
+        (stream or self.default).monitor.observe(model, texts, predictions)
         return predictions
 
     def close(self) -> None:
-        self.monitor.close()
-        self.holder.close()
+        for stream in self.streams.values():
+            stream.close()
         if self.batcher is not None:
             self.batcher.close()
 

@@ -263,8 +263,9 @@ def test_metrics_count_routes_errors_batches_and_model(client):
     assert 'route="/v2/models/<name>",status="404"' in text and "unknown-" not in text
     assert 'method="OTHER"' in text and "BREW" not in text  # invented methods share one series
     assert "continual_batch_size_count" in text
-    assert "continual_model_version -1.0" in text  # a local folder has no registry version
-    assert "continual_model_reload_failures_total 0.0" in text
+    # one series per served model (model_name: its V2 name); a local folder has no registry version
+    assert 'continual_model_version{model_name="classifier"} -1.0' in text
+    assert 'continual_model_reload_failures_total{model_name="classifier"} 0.0' in text
 
 
 # -- pieces -----------------------------------------------------------------------------------

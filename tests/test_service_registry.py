@@ -118,9 +118,10 @@ def test_admin_reload_swaps_to_the_moved_alias(champion_on_v1):
         body = client.post("/predict", json={"texts": ["x"]}).get_json()
         assert body["model"]["version"] == "2" and len(body["predictions"][0]["probabilities"]) == 4
         metrics = client.get("/metrics").get_data(as_text=True)
-        assert "continual_model_version 2.0" in metrics
-        assert 'continual_model_info{name="tiny-clf",round="2",round_key="0002-movies",version="2"} 1.0' in metrics
-        assert "continual_model_reloads_total 2.0" in metrics
+        assert 'continual_model_version{model_name="tiny-clf"} 2.0' in metrics
+        assert ('continual_model_info{model_name="tiny-clf",name="tiny-clf",round="2",round_key="0002-movies",'
+                'version="2"} 1.0') in metrics
+        assert 'continual_model_reloads_total{model_name="tiny-clf"} 2.0' in metrics
     finally:
         shutdown(app)
 
@@ -159,8 +160,8 @@ def test_broken_model_keeps_the_old_one_serving(champion_on_v1, tmp_path):
         assert failed.get_json()["serving"]["version"] == "1"
         assert served_version(client) == "1"
         metrics = client.get("/metrics").get_data(as_text=True)
-        assert "continual_model_reload_failures_total 1.0" in metrics
-        assert "continual_model_version 1.0" in metrics
+        assert 'continual_model_reload_failures_total{model_name="tiny-clf"} 1.0' in metrics
+        assert 'continual_model_version{model_name="tiny-clf"} 1.0' in metrics
     finally:
         move_alias(champion_on_v1, "1")
         shutdown(app)
@@ -176,6 +177,7 @@ def test_start_fails_fast_without_polling_and_waits_with_it(registry):
     try:
         assert app.test_client().get("/v2/health/ready").status_code == 503
         assert app.test_client().post("/predict", json={"texts": ["x"]}).status_code == 503
-        assert "continual_model_reload_failures_total 1.0" in app.test_client().get("/metrics").get_data(as_text=True)
+        metrics = app.test_client().get("/metrics").get_data(as_text=True)
+        assert 'continual_model_reload_failures_total{model_name="nothing-here"} 1.0' in metrics
     finally:
         shutdown(app)

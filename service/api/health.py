@@ -1,4 +1,8 @@
-"""Open Inference Protocol health: live as soon as the process answers, ready once a model is loaded."""
+"""Open Inference Protocol health: live as soon as the process answers, ready once a model is loaded.
+
+With several models the server is ready while any of them is loaded: one model's failed load must not take the
+others out of a load balancer. Each model's own readiness is GET /v2/models/{name}/ready (and the repository index).
+"""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
@@ -15,5 +19,5 @@ def live():
 
 @blueprint.get("/v2/health/ready")
 def ready():
-    is_ready = service_state().holder.current is not None
+    is_ready = any(stream.holder.current is not None for stream in service_state().streams.values())
     return jsonify(ready=is_ready), 200 if is_ready else 503

@@ -1,4 +1,5 @@
-"""Open Inference Protocol (KServe V2) metadata and inference routes; health lives in health.py."""
+"""Open Inference Protocol (KServe V2) metadata and inference routes, one model name per stream; health lives in
+health.py, the repository index in repository.py."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -8,29 +9,29 @@ from service.backends import ServedModel
 from service.errors import ApiError
 from service.open_inference import infer_response, model_metadata, parse_infer_request
 from service.state import service_state
+from service.stream import Stream
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
-def _model(name: str, version: str | None) -> ServedModel:
-    state = service_state()
-    if name != state.model_name:
-        raise ApiError(404, f"unknown model {name!r}; this server serves {state.model_name!r}")
-    model = state.serving_model()
+def _model(name: str, version: str | None) -> tuple[Stream, ServedModel]:
+    stream = service_state().stream(name)  # 404 for a name no stream has
+    model = stream.serving_model()         # 503 while this stream has no model
     if version is not None and version != model.card.version:
         raise ApiError(404, f"model {name!r} has no loaded version {version!r}; loaded: {model.card.version!r}")
-    return model
+    return stream, model
 
 
 @blueprint.get("")
 def server_metadata():
-    return jsonify(name="continual", version=__version__, extensions=["binary_tensor_data"])
+    return jsonify(name="continual", version=__version__, extensions=EXTENSIONS)
 
 
 @blueprint.get("/models/<name>", defaults={"version": None})
 @blueprint.get("/models/<name>/versions/<version>")
 def metadata(name: str, version: str | None):
-    return jsonify(model_metadata(name, _model(name, version)))
+    return jsonify(model_metadata(name, _model(name, version)[1]))
 
 
 @blueprint.get("/models/<name>/ready", defaults={"version": None})
@@ -44,7 +45,7 @@ def model_ready(name: str, version: str | None):
 @blueprint.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None):
     state = service_state()
-    model = _model(name, version)
+    stream, model = _model(name, version)
     parsed = parse_infer_request(request.get_data(), request.headers.get("Inference-Header-Content-Length"),
                                  state.limits)
-    return jsonify(infer_response(name, model, parsed, state.classify(model, parsed.texts)))
+    return jsonify(infer_response(name, model, parsed, state.classify(model, parsed.texts, stream)))

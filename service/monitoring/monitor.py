@@ -21,6 +21,7 @@ import numpy as np
 
 from service.backends import Prediction, ServedModel
 from service.metrics import ServiceMetrics
+from service.monitoring.capture import capture_record
 from service.monitoring.scores import CHECKS, drift_scores
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,8 @@ class Monitor:
             self._clear_gauges(previous)
 
     def _offer_captures(self, model: ServedModel, texts, predictions, confidences) -> None:
-        rate, now = self.settings.capture_rate, datetime.now(timezone.utc).isoformat()
-        records = [{"time": now, "text": text, "prediction": p.label, "confidence": round(c, 6),
-                    "model_version": model.card.version, "round_key": model.card.round_key}
+        rate, now = self.settings.capture_rate, datetime.now(timezone.utc)
+        records = [capture_record(text, p.label, c, model.card.version, model.card.round_key, now)
                    for text, p, c in zip(texts, predictions, confidences) if self._random.random() < rate]
         if records:
             self.capture.offer(records)
@@ -183,8 +183,10 @@ class Monitor:
                     for sample in family.samples if sample.name.endswith(suffix)}
 
         predictions: dict[str, int] = {}
-        for (_, _, label), value in total(self.metrics.predictions).items():
-            predictions[label] = predictions.get(label, 0) + int(value)
+        name = self.model_name()
+        for (model_name, _, label), value in total(self.metrics.predictions).items():
+            if model_name == name:  # this model's; requests, texts and errors are the whole server's
+                predictions[label] = predictions.get(label, 0) + int(value)
         return {"requests": int(sum(total(self.metrics.requests).values())),
                 "texts": int(sum(total(self.metrics.texts).values())),
                 "errors": int(sum(total(self.metrics.errors).values())), "predictions": predictions,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from html import escape
+from urllib.parse import quote
 from typing import Any
 
 from service.monitoring.svg import Series, heatmap, line_chart, number
@@ -40,7 +41,7 @@ function show(c) {
 }
 function refresh() {
   try {
-    fetch('/monitoring', {headers: {Accept: 'application/json'}})
+    fetch('/monitoring' + location.search, {headers: {Accept: 'application/json'}})
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (s) { if (s && s.counters) show(s.counters); })
       .catch(function () {});
@@ -51,8 +52,10 @@ setInterval(refresh, 5000);
 
 
 def render(snapshot: dict[str, Any]) -> str:
-    """The whole page for one snapshot (see service.monitoring.monitor for its shape)."""
-    sections = [_champion(snapshot.get("model")), _lineage(snapshot.get("lineage")), _drift(snapshot),
+    """The whole page for one snapshot (see service.monitoring.monitor for its shape; GET /monitoring adds ``models``,
+    every served model's name, and ``model_name``, this one's)."""
+    sections = [_selector(snapshot.get("models") or [], snapshot.get("model_name")), _champion(snapshot.get("model")),
+                _lineage(snapshot.get("lineage")), _drift(snapshot),
                 _counters(snapshot.get("counters") or {}, snapshot.get("capture") or {})]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -63,6 +66,15 @@ def render(snapshot: dict[str, Any]) -> str:
 
 def _text(value: object) -> str:
     return DASH if value is None or value == "" else f"<bdi>{escape(str(value))}</bdi>"
+
+
+def _selector(names: list[str], current: str | None) -> str:
+    """Links to the other models' pages, when the server serves several (the counters script keeps ?model=)."""
+    if len(names) < 2:
+        return ""
+    links = [f"<strong>{_text(name)}</strong>" if name == current
+             else f'<a href="?model={quote(str(name), safe="")}">{_text(name)}</a>' for name in names]
+    return f'<p class="models">Models: {" | ".join(links)}</p>'
 
 
 def _champion(model: dict[str, Any] | None) -> str:
