@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU run of the forgetting benchmark (docs/benchmarks.md), on the borrowed H200 machine.
+# The GPU run of the forgetting benchmark (docs/benchmarks.md), on the borrowed H200 machine; with
+# RUN=distributed, the multi-process round instead (docs/benchmarks.md, "Multi-process rounds").
 # That machine has Python 3.12 with torch and transformers but no package registry, so `.gpu/` (git-ignored)
 # travels with the tree: wheels of avalanche-lib and the few pure-Python packages it imports
 # (pytorchcv, dill, qpsolvers, pydot), MiniLM's weights stored as fp16 (the 64 MiB carry limit; widened
@@ -21,6 +22,16 @@ PY
 OUT=${OUT:-bench/gpu}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
+if [ "${RUN:-forgetting}" = distributed ]; then
+    # One replay+ewc round on 10,000 train rows (3,125 of each VADER domain, 80% train): train.processes 1, and
+    # one process per GPU when there are more (DDP over NCCL). Target: the round under 30 s on one GPU.
+    GPUS=$(nvidia-smi -L | wc -l); PROCS=1; [ "$GPUS" -gt 1 ] && PROCS="1,$GPUS"
+    timeout ${LIMIT:-540} python3 benchmarks/distributed.py --base /tmp/minilm --device cuda --threads 4 \
+        --domains tweets,movies,amazon,nyt --per-domain 3125 --processes $PROCS --repeats ${REPEATS:-2} \
+        --out "$OUT/distributed" > "$OUT/distributed.log" 2>&1
+    tail -n 20 "$OUT/distributed.log"
+    exit
+fi
 ARGS="--base /tmp/minilm --device cuda --seeds ${SEEDS:-1,2,3}"
 timeout ${LIMIT:-540} python3 benchmarks/forgetting.py --stream vader --per-domain ${PER_DOMAIN:-1000} $ARGS \
     --out "$OUT/vader" > "$OUT/forgetting_vader.log" 2>&1 &

@@ -21,10 +21,22 @@ def _workspace(args):
 
 
 def cmd_init(args) -> int:
+    """A workspace; with --tracking-uri a tracking server (checked before anything is created), with --remote a
+    DVC remote (the default one, in the committed .dvc/config)."""
+    from continual.model_name import registered_model
+    from continual.params import load_params
+    from continual.tracking import check_server
     from continual.workspace import create_workspace
 
-    ws = create_workspace(args.dir)
-    print(f"workspace ready at {ws.root}\nnext: continual ingest FILE --name NAME, then dvc repro")
+    for uri in dict.fromkeys(filter(None, (os.environ.get("MLFLOW_TRACKING_URI"), args.tracking_uri))):
+        check_server(uri)  # an unreachable http(s) server: a clear error, and no workspace
+    ws = create_workspace(args.dir, tracking_uri=args.tracking_uri, remote=args.remote)
+    print(f"workspace ready at {ws.root}")
+    print(f"registered model: {registered_model(ws, load_params(ws.params_file))} "
+          "(set tracking.registered_model in params.yaml to choose another)")
+    if args.remote:
+        print(f"DVC remote: {args.remote} (the default remote in .dvc/config; share data with dvc push / dvc pull)")
+    print("next: git commit, continual ingest FILE --name NAME, then dvc repro")
     return 0
 
 
@@ -229,11 +241,16 @@ def cmd_serve(args) -> int:
     """The Flask service under gunicorn, on this workspace's registry unless told otherwise."""
     ws, params = _workspace(args)
     argv = list(args.rest)
-    if not any(a.startswith(("--model-uri", "--registered-model")) for a in argv):
-        argv += ["--registered-model", params["tracking"]["registered_model"]]
-    if not any(a.startswith("--tracking-uri") for a in argv) and not os.environ.get("MLFLOW_TRACKING_URI"):
-        argv += ["--tracking-uri", f"sqlite:///{ws.root / 'mlflow.db'}"]
     given = {item.partition("=")[0].strip() for flag, item in zip(argv, argv[1:]) if flag == "--set"}
+    several = "models" in given or os.environ.get("CONTINUAL_MODELS")  # or --model NAME=URI: no default model then
+    if not several and not any(a.startswith(("--model", "--registered-model")) for a in argv):
+        from continual.model_name import registered_model
+
+        argv += ["--registered-model", registered_model(ws, params)]
+    if not any(a.startswith("--tracking-uri") for a in argv) and not os.environ.get("MLFLOW_TRACKING_URI"):
+        from continual.tracking import tracking_uri
+
+        argv += ["--tracking-uri", tracking_uri(ws, params)]
     for key, value in monitoring_settings(ws, params).items():  # --set KEY=VALUE on the command line wins
         if key not in given:
             argv += ["--set", f"{key}={value}"]
@@ -260,13 +277,16 @@ def cmd_drift(args) -> int:
 
     ws, params = _workspace(args)
     if args.texts:
-        model_uri = args.model_uri or f"models:/{params['tracking']['registered_model']}@champion"
+        from continual.model_name import registered_model
+        from continual.tracking import tracking_uri
+
+        model_uri = args.model_uri or f"models:/{registered_model(ws, params)}@champion"
         settings = {key: value for key, value in monitoring_settings(ws, params).items() if key.startswith("drift_")}
         if not os.environ.get("MLFLOW_TRACKING_URI"):
-            settings["tracking_uri"] = f"sqlite:///{ws.root / 'mlflow.db'}"
+            settings["tracking_uri"] = tracking_uri(ws, params)
         snapshot = score_texts(model_uri, read_texts(Path(args.texts)), settings)
     else:
-        snapshot = fetch_snapshot(args.url)
+        snapshot = fetch_snapshot(args.url, args.model)
     print(format_scores(snapshot))
     out = write_report(snapshot, Path(args.out) if args.out else ws.reports_dir / "drift.html")
     print(f"\nwrote {out}")
@@ -306,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("init", help="create a workspace: git + DVC, dvc.yaml, params.yaml, data/arrivals/")
     p.add_argument("dir")
+    p.add_argument("--tracking-uri", help="an MLflow tracking server to log to, written to params.yaml's tracking.uri "
+                   "(checked now; $MLFLOW_TRACKING_URI still wins; default: the workspace's own mlflow.db)")
+    p.add_argument("--remote", help="a DVC remote for arrivals and rounds (a folder, s3://, gs://, ...): "
+                   "`dvc remote add -d storage URL`, staged with the workspace; then dvc push / dvc pull")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("ingest", help="validate a CSV/JSONL of labelled text and register it as the next arrival")
     p.add_argument("file")
@@ -343,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drift", help="drift of the served traffic (--url) or of a file of texts (--texts) against "
                                      "the champion's reference; prints the scores, writes an HTML report")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="a running `continual serve` (default %(default)s)")
+    p.add_argument("--model", help="with --url: which of the server's models (V2 name; default its first)")
     p.add_argument("--texts", help="score this CSV/JSONL of texts (e.g. a capture.jsonl) here instead of asking a server")
     p.add_argument("--model-uri", help="with --texts: the model to score with (default models:/NAME@champion)")
     p.add_argument("--out", help="the HTML report (default reports/drift.html)")

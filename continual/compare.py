@@ -54,7 +54,7 @@ def compare(ws: Workspace, params: dict, strategies: list[str], seeds: list[int]
     from continual import tracking
 
     tracking.connect(ws, params)  # creates the experiment with the workspace's artifact location
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ws.root / 'mlflow.db'}")  # scratch runs log here
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri(ws, params))  # scratch runs log here
     results = [run_stream(ws, params, s, seed) for s in strategies for seed in seeds]
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,10 @@ Registry safety:
   (the versions that held the alias, oldest first) is a summary derived from those tags, and
   ``champion.last_move``, the new version's ``champion.since``/``champion.how`` and one printed line
   describe the latest move.
-- The gate never takes the alias from a champion trained in another workspace (another workspace id in
-  its lineage): two workspaces that share a server and a registered-model name would otherwise fight over
-  one alias. ``promote`` may, and says so.
+- Each workspace registers into a name of its own by default, and the track stage refuses to register into
+  a name another workspace owns (``continual.model_name``). Should a champion from another workspace hold
+  the alias anyway (a registry from before that check, or a version moved by hand), the gate never takes
+  the alias from it: two workspaces would otherwise fight over one alias. ``promote`` may, and says so.
 
 The gate compares like with like: the average accuracy is taken over the arrivals that both the
 candidate and the champion were measured on. The champion's measurements are the ``acc.<arrival>``
@@ -47,6 +48,7 @@ from statistics import fmean
 from typing import TYPE_CHECKING, Any, Iterator
 
 from continual import tracking
+from continual.model_name import default_name, registered_model, version_workspace
 from continual.params import load_params
 from continual.workspace import Workspace
 from service.backends import int8_verdict, read_quantization_report
@@ -176,7 +178,7 @@ def gate_newest(ws: Workspace, params: dict[str, Any]) -> Decision | None:
         print(f"promotion: round {keys[-1]} has not run yet; gating the newest round that has, {key}")
     with registry_lock(ws):
         client, experiment_id = tracking.connect(ws, params)
-        name = params["tracking"]["registered_model"]
+        name = registered_model(ws, params)
         version = _version_of(client, experiment_id, ws, tracking.RoundFolder.read(ws, key), name)
         if DECISION_TAG in version.tags:
             print(f"promotion: round {key} ({name} v{version.version}) was gated before: "
@@ -195,7 +197,7 @@ def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decisi
     unless this is a DVC experiment (then the verdict is recorded as skipped and the alias stays)."""
     with registry_lock(ws):
         client, experiment_id = tracking.connect(ws, params)
-        name = params["tracking"]["registered_model"]
+        name = registered_model(ws, params)
         folder = tracking.RoundFolder.read(ws, key)
         candidate = _version_of(client, experiment_id, ws, folder, name)
         champion = _champion(client, name)
@@ -204,8 +206,8 @@ def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decisi
         if other:
             decision = Decision(False, decision.reasons + [
                 f"refused: the champion v{champion.version} was trained in another workspace ({other}); the gate "
-                f"never takes the alias from it: give this workspace its own tracking.registered_model, or "
-                f"move the alias by hand with continual promote"])
+                f"never takes the alias from it: give this workspace its own tracking.registered_model (empty: "
+                f"{default_name(ws)}), or move the alias by hand with continual promote"])
         experiment = dvc_experiment()
         if experiment:
             decision = Decision(decision.accepted, decision.reasons,
@@ -251,7 +253,7 @@ def promote(ws: Workspace, round_key: str) -> str:
     params = load_params(ws.params_file)
     with registry_lock(ws):
         client, experiment_id = tracking.connect(ws, params)
-        name = params["tracking"]["registered_model"]
+        name = registered_model(ws, params)
         version = _version_of(client, experiment_id, ws, tracking.RoundFolder.read(ws, round_key), name)
         number = str(version.version)
         champion = _champion(client, name)
@@ -272,7 +274,7 @@ def rollback(ws: Workspace) -> str:
     params = load_params(ws.params_file)
     with registry_lock(ws):
         client, _ = tracking.connect(ws, params)
-        name = params["tracking"]["registered_model"]
+        name = registered_model(ws, params)
         champion = _champion(client, name)
         history = _history(client, name)
         # Drop the current champion from the end (if the alias was moved outside this module, it is not there).
@@ -299,11 +301,8 @@ def _champion_acc(client: "MlflowClient", ws: Workspace, folder: tracking.RoundF
 
 
 def _other_workspace(client: "MlflowClient", ws: Workspace, champion: "ModelVersion | None") -> str | None:
-    """The workspace id (12 characters) the champion's round run was logged from, if it is not this one."""
-    if champion is None:
-        return None
-    line = client.get_run(champion.run_id).data.tags.get(tracking.LINEAGE_TAG, "")
-    owner = line.rsplit(":", 1)[-1] if line.count(":") >= 2 else ""  # strategy:params-hash:workspace
+    """The workspace id (12 characters) the champion was trained in, if it is not this one."""
+    owner = version_workspace(client, champion) if champion is not None else ""
     return owner if owner and owner != ws.identity[:12] else None
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from continual import adapters
+from continual import adapters, distributed
 from continual.evaluation import accuracy, confusion
 from continual.export import export_round
 from continual.head import HeadRefit
@@ -51,8 +51,14 @@ def labels_in_order(ws: Workspace, keys: list[str]) -> list[str]:
     return labels
 
 
-def run_round(ws: Workspace, key: str, params: dict) -> dict:
-    """Train the round for arrival ``key`` and write ``rounds/<key>``; returns its metrics."""
+def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None = None) -> dict | None:
+    """Train the round for arrival ``key`` and write ``rounds/<key>``; returns its metrics.
+
+    With ``train.processes`` > 1 the round runs in that many processes (``continual.distributed``), which call
+    this again with their ``device``; rank 0 writes the round and the other ranks return None."""
+    strategy = make_strategy(params)
+    if device is None and not strategy.closed_form and distributed.processes(params) > 1:
+        return distributed.launch_round(ws, key, params)  # ncm and ridge train nothing: one process
     started = time.perf_counter()
     keys = ws.keys_up_to(key)
     index, prev = len(keys), (keys[-2] if len(keys) > 1 else None)
@@ -60,7 +66,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     eval_batch = int(train["eval_batch_size"])
     threads = set_threads(train)
     seed_everything(int(params["seed"]) + index)
-    strategy = make_strategy(params)
+    rank, processes = distributed.rank(), distributed.world()
     adapter = adapters.adapter_kind(params)
     if adapter != "none" and strategy.closed_form:
         raise ValueError(f"strategy {strategy.name} keeps the encoder frozen and trains no weights of it: "
@@ -72,7 +78,8 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
     if prev is not None:
         adapters.check_parent(ws.round_dir(prev), adapter)
         model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
-        acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch)
+        if rank == 0:
+            acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch)
     if prev is None or strategy.from_base or strategy.closed_form:
         # Closed-form strategies keep the pretrained encoder frozen: their state is the sums, not the weights.
         model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), labels, max_length)
@@ -100,9 +107,14 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
                                float(train["prototype_scale"]))
         dataset = context.dataset(rows)
         steps = -(-len(rows) // int(train["batch_size"]))
+        if rank:  # its own dropout masks; rank 0 keeps one process's random stream
+            seed_everything(int(params["seed"]) + index + 7919 * rank)
         progress = train_one_experience(wrapped, dataset, adapters.train_settings(params), strategy.plugins(), steps,
-                                        index - 1,
-                                        desc=f"round {index} {key} [{strategy.name}]")
+                                        index - 1, desc=f"round {index} {key} [{strategy.name}]",
+                                        seed=int(params["seed"]) + index, device=device)
+        distributed.leave()  # the last collective was EWC's Fisher sums: rank 0 goes on alone
+        if rank:
+            return None
         if not strategy.from_base:  # joint has all the data at hand: no lean to undo
             refit = HeadRefit(params)
             if prev is not None:
@@ -123,7 +135,7 @@ def run_round(ws: Workspace, key: str, params: dict) -> dict:
         "acc_before_update": acc_before,
         "examples": progress.examples, "train_rows": len(rows),
         "examples_per_s": progress.examples / progress.seconds if progress.seconds else 0.0,
-        "train_seconds": progress.seconds, "threads": threads,
+        "train_seconds": progress.seconds, "threads": threads, "processes": processes,
         "trainable_params": 0 if strategy.closed_form else sum(p.numel() for p in model.parameters()
                                                                if p.requires_grad),
         "confusion": confusion(tests[key], predictions[key], model.labels),

@@ -36,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from continual.model_name import WORKSPACE_TAG, NameTaken, registered_model, refuse_if_owned_elsewhere
 from continual.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -82,20 +83,50 @@ FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOF
              "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
+def tracking_uri(ws: Workspace, params: dict[str, Any]) -> str:
+    """Where this workspace tracks: ``$MLFLOW_TRACKING_URI``, else ``tracking.uri``, else its own SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or (params.get("tracking") or {}).get("uri") or _local_store(ws)
+
+
+def _local_store(ws: Workspace) -> str:
+    return f"sqlite:///{ws.root / 'mlflow.db'}"
+
+
+def _fail_fast() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for variable, value in FAIL_FAST.items():
+        os.environ.setdefault(variable, value)
+
+
+def check_server(uri: str) -> None:
+    """For `continual init`: an http(s) tracking server must answer now (with these credentials), or
+    TrackingUnavailable says so. Other stores (a database file, a SQLAlchemy URL) are not contacted."""
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    _fail_fast()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as error:
+        raise TrackingUnavailable(
+            f"the MLflow tracking server {uri} did not answer ({str(error).splitlines()[0][:300]}). Start it (or "
+            "fix its address or credentials), or unset MLFLOW_TRACKING_URI / leave out --tracking-uri to track "
+            "in the workspace's own SQLite store; nothing was created") from error
+
+
 def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]:
     """Point MLflow at the workspace's store; return a client and the experiment id.
 
     Raises TrackingUnavailable when the store does not answer its first request."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    for variable, value in FAIL_FAST.items():
-        os.environ.setdefault(variable, value)
+    _fail_fast()
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from continual.race_safe_client import RaceSafeClient
 
-    server = os.environ.get("MLFLOW_TRACKING_URI")
-    uri = server or f"sqlite:///{ws.root / 'mlflow.db'}"
+    uri = tracking_uri(ws, params)
     mlflow.set_tracking_uri(uri)  # the fluent log_model call writes wherever this points
     client = RaceSafeClient(uri)
     name = params["tracking"]["experiment"]
@@ -108,8 +139,13 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
     if experiment is not None:
         return client, experiment.experiment_id
     # A local store keeps its artifacts beside its database; a configured server chooses its own place.
-    location = None if server else (ws.root / "mlartifacts").as_uri()
-    return client, client.create_experiment(name, artifact_location=location)
+    location = (ws.root / "mlartifacts").as_uri() if uri == _local_store(ws) else None
+    try:
+        return client, client.create_experiment(name, artifact_location=location)
+    except MlflowException as error:  # on a shared server, another stream's first track stage created it just now
+        if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client, client.get_experiment_by_name(name).experiment_id
 
 
 def lineage(ws: Workspace, info: dict[str, Any]) -> str:
@@ -206,7 +242,7 @@ def close_abandoned_runs(client: "MlflowClient", experiment_id: str, ws: Workspa
     runs = [run for status in ("RUNNING", "FAILED")
             for run in client.search_runs([experiment_id], f"{mine} and attributes.status = '{status}'",
                                           max_results=1000)]
-    name = params["tracking"]["registered_model"]
+    name = registered_model(ws, params)
     notes = []
     for run in runs:
         tags, run_id = run.data.tags, run.info.run_id
@@ -240,6 +276,10 @@ def _log(client: "MlflowClient", experiment_id: str, ws: Workspace, folder: Roun
     from mlflow.entities import Metric, Param
 
     info, index = folder.info, folder.info["index"]
+    register = params["tracking"].get("register_models", True)  # `continual compare` scratch streams: off
+    model = registered_model(ws, params)
+    if register:  # before anything is logged: a name another stream owns is refused at its first round
+        refuse_if_owned_elsewhere(client, ws, model, params, mlflow.get_tracking_uri())
     line = lineage(ws, info)
     parent_id = _lineage_run(client, experiment_id, ws, info)
     tags = {
@@ -268,14 +308,14 @@ def _log(client: "MlflowClient", experiment_id: str, ws: Workspace, folder: Roun
         client.log_artifacts(run_id, tmp, "plots")
         client.log_artifact(run_id, str(folder.path / "metrics.json"))
         client.log_artifact(run_id, str(folder.path / "round.json"))
-        version = None
-        if params["tracking"].get("register_models", True):  # `continual compare` scratch streams: off
-            version = _register_model(client, folder, params["tracking"]["registered_model"], run_id)
+        version = _register_model(client, ws, folder, model, run_id) if register else None
+        if version:
+            _refuse_if_raced(client, ws, model, version, params)
         client.log_batch(parent_id, metrics=scalars)
         for name in LINEAGE_PLOTS:
             client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
         client.set_tag(run_id, ROUND_HASH_TAG, folder.round_hash)  # last: only a complete run counts as logged
-    registered = f", model {params['tracking']['registered_model']} v{version}" if version else ""
+    registered = f", model {model} v{version}" if version else ""
     print(f"tracking: round {folder.key} -> run {run_id}{registered}")
     return run_id
 
@@ -299,7 +339,7 @@ def _lineage_run(client: "MlflowClient", experiment_id: str, ws: Workspace, info
     return run_id
 
 
-def _register_model(client: "MlflowClient", folder: RoundFolder, name: str, run_id: str) -> str:
+def _register_model(client: "MlflowClient", ws: Workspace, folder: RoundFolder, name: str, run_id: str) -> str:
     """Log the round's model folder as a pyfunc model (what `mlflow models serve` runs) and register it.
 
     A LoRA round's folder holds adapters: the version gets them merged into a plain classifier folder, so
@@ -321,10 +361,24 @@ def _register_model(client: "MlflowClient", folder: RoundFolder, name: str, run_
         "data_hash": folder.info["data_hash"],
         "run_id": run_id,
         "round_hash": folder.round_hash,
+        WORKSPACE_TAG: ws.identity[:12],
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version
+
+
+def _refuse_if_raced(client: "MlflowClient", ws: Workspace, name: str, version: str, params: dict) -> None:
+    """Two streams that registered their first versions under one name at the same moment both passed the check
+    before it: the one whose version came second refuses its version (never gated, never served) and stops."""
+    import mlflow
+
+    try:
+        refuse_if_owned_elsewhere(client, ws, name, params, mlflow.get_tracking_uri())
+    except NameTaken as taken:
+        client.set_model_version_tag(name, version, "promotion.reasons", f"refused: {taken}")
+        client.set_model_version_tag(name, version, DECISION_TAG, "refused")
+        raise
 
 
 def log_pooled_model(model_dir: Path, registered_model_name: str | None = None):

@@ -1,4 +1,5 @@
-"""Avalanche's supervised template, fitted to variable-length text, with a progress bar and a loss log."""
+"""Avalanche's supervised template, fitted to variable-length text, with a progress bar and a loss log; under
+torch.distributed (``continual.distributed``) it trains each rank's share of the global batch through DDP."""
 from __future__ import annotations
 
 import time
@@ -7,9 +8,12 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+
+from continual import distributed
 
 
 class TextTemplate(SupervisedTemplate):
@@ -18,7 +22,16 @@ class TextTemplate(SupervisedTemplate):
     Avalanche 0.6 builds a plain DataLoader without the dataset's collate_fn for streams without task
     labels, which fails on tensors of different lengths (checked here). Replay replaces the train loader
     with its own ReplayDataLoader, which does honour the collate_fn.
+
+    Whichever loader a plugin leaves, training iterates it through ``SharedBatches``: the batch order comes
+    from the round's ``seed``, and with N processes each rank trains on its share of every global batch, its
+    forward pass through ``ddp`` and its loss scaled so that DDP's mean over ranks is the global batch's mean.
+    ``self.model`` stays the plain model, so plugins (EWC's penalty and Fisher pass) see its own names.
     """
+
+    def __init__(self, *, seed: int = 0, pad_token_id: int = 0, ddp: DistributedDataParallel | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed, self.pad_token_id, self.ddp, self.shared = seed, pad_token_id, ddp, None
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
                               drop_last=False, **kwargs):
@@ -30,8 +43,23 @@ class TextTemplate(SupervisedTemplate):
         self.dataloader = DataLoader(self.adapted_dataset, batch_size=self.eval_mb_size, shuffle=False,
                                      collate_fn=self.adapted_dataset.collate_fn)
 
+    def _before_training_exp(self, **kwargs):
+        super()._before_training_exp(**kwargs)  # the plugins' turn: replay swaps in its loader here
+        self.shared = self.dataloader = distributed.SharedBatches(self.dataloader, self.seed, self.pad_token_id)
 
-class ProgressLog(SupervisedPlugin):
+    def forward(self):
+        return super().forward() if self.ddp is None else self.ddp(self.mb_x)
+
+    def criterion(self):
+        """A mean over this rank's rows, reweighted to its share of the global batch (the last one may split
+        unevenly, or leave a rank only a stand-in row, weighted 0)."""
+        loss = super().criterion()
+        if self.ddp is None:
+            return loss
+        return loss * (self.shared.own_size * distributed.world() / self.shared.global_size)
+
+
+class ProgressLog(SupervisedPlugin, supports_distributed=True):
     """A tqdm bar per epoch (examples/s in its rate) and one (step, loss, lr) row per optimiser step."""
 
     def __init__(self, desc: str):
@@ -46,13 +74,13 @@ class ProgressLog(SupervisedPlugin):
     def before_training_epoch(self, strategy, **kwargs):
         total = len(strategy.dataloader) if hasattr(strategy.dataloader, "__len__") else None
         self._bar = tqdm(total=total, desc=f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}",
-                         unit="batch", dynamic_ncols=True, mininterval=1.0)
+                         unit="batch", dynamic_ncols=True, mininterval=1.0,
+                         **({"disable": True} if distributed.rank() else {}))  # one bar per round, rank 0's
         self._start = time.perf_counter()
 
     def after_training_iteration(self, strategy, **kwargs):
-        n = len(strategy.mb_y)
-        self.examples += n
-        loss = float(strategy.loss.detach())
+        loss = distributed.mean_over_ranks(float(strategy.loss.detach()), strategy.device)
+        self.examples += strategy.shared.global_size  # every rank's rows
         self.rows.append((len(self.rows) + 1, loss, strategy.optimizer.param_groups[0]["lr"]))
         elapsed = time.perf_counter() - self._start
         self._bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{(self.examples / max(self.seconds + elapsed, 1e-9)):.1f}",
@@ -65,12 +93,20 @@ class ProgressLog(SupervisedPlugin):
 
 
 def train_one_experience(model: torch.nn.Module, dataset, train: dict, plugins: list, steps_per_epoch: int,
-                         past_rounds: int, desc: str, extra: list | None = None) -> ProgressLog:
+                         past_rounds: int, desc: str, extra: list | None = None, seed: int = 0,
+                         device: torch.device | str | None = None) -> ProgressLog:
     """Train ``model`` (a LogitsOnly-wrapped PooledClassifier) on one experience built from ``dataset`` with the given Avalanche plugins.
 
     ``past_rounds`` sets Avalanche's experience counter, so that plugins with restored state (EWC's
-    penalty keyed by experience) treat this as experience number ``past_rounds``.
+    penalty keyed by experience) treat this as experience number ``past_rounds``. ``seed`` draws the batch
+    order; ``device`` is this rank's under torch.distributed (default: cuda when torch sees it, else cpu).
     """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ddp = None
+    if distributed.world() > 1:  # the model on its device first: DDP copies rank 0's weights to every rank
+        device = torch.device(device)
+        ddp = DistributedDataParallel(model.to(device), device_ids=[device] if device.type == "cuda" else None,
+                                      forward_sync_buffers=False)  # BERT's buffers are constants
     # Two speeds (SLCA, Zhang et al., ICCV 2023): a slow encoder forgets less, a fast head still fits new classes.
     head = list(model.model.head.parameters())
     head_ids = {id(p) for p in head}
@@ -81,15 +117,18 @@ def train_one_experience(model: torch.nn.Module, dataset, train: dict, plugins: 
     total_steps = max(1, steps_per_epoch * int(train["epochs"]))
     schedule = get_linear_schedule_with_warmup(optimizer, int(float(train["warmup_ratio"]) * total_steps), total_steps)
     progress = ProgressLog(desc)
+    lr_steps = LRSchedulerPlugin(schedule, step_granularity="iteration", reset_scheduler=False, reset_lr=False)
+    lr_steps.supports_distributed = True  # each rank steps its own copy of one schedule (Avalanche warns otherwise)
     strategy = TextTemplate(
         model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
         train_mb_size=int(train["batch_size"]), train_epochs=int(train["epochs"]),
-        eval_mb_size=int(train["eval_batch_size"]), device="cpu" if not torch.cuda.is_available() else "cuda",
-        plugins=[*plugins, LRSchedulerPlugin(schedule, step_granularity="iteration", reset_scheduler=False,
-                                             reset_lr=False), progress, *(extra or [])],
+        eval_mb_size=int(train["eval_batch_size"]), device=device, seed=seed, ddp=ddp,
+        pad_token_id=getattr(model, "pad_token_id", 0),
+        plugins=[*plugins, lr_steps, progress, *(extra or [])],
         evaluator=EvaluationPlugin(loggers=[]),
     )
     strategy.clock.train_exp_counter = past_rounds
     experience = benchmark_from_datasets(train=[dataset]).train_stream[0]
     strategy.train(experience, eval_streams=[])
     return progress
+

@@ -219,8 +219,14 @@ def _write_identity(path: Path) -> bool:
 WORKSPACE_GITIGNORE = "/mlflow.db\n/mlartifacts/\n/rounds/\n/.continual/*\n!/.continual/workspace_id\n"
 
 
-def create_workspace(root: str | Path) -> Workspace:
-    """A git repository with DVC initialised, dvc.yaml, params.yaml, an empty stream and data/arrivals/."""
+DVC_REMOTE = "storage"  # the name `continual init --remote URL` gives the workspace's default DVC remote
+
+
+def create_workspace(root: str | Path, tracking_uri: str | None = None, remote: str | None = None) -> Workspace:
+    """A git repository with DVC initialised, dvc.yaml, params.yaml, an empty stream and data/arrivals/, all staged.
+
+    ``tracking_uri`` goes to params.yaml's ``tracking.uri``; ``remote`` becomes the default DVC remote in
+    ``.dvc/config`` (the committed config, not config.local), so every clone pushes and pulls there."""
     import shutil
     import subprocess
     from importlib import resources
@@ -242,6 +248,10 @@ def create_workspace(root: str | Path) -> Workspace:
     for name in ("dvc.yaml", "params.yaml"):
         with resources.as_file(template / name) as src:
             shutil.copyfile(src, ws.root / name)
+    if tracking_uri:
+        set_tracking_uri(ws.params_file, tracking_uri)
+    if remote:
+        add_remote(ws, remote)
     ws.stream_file.write_text(ws.stream_text([]))
     ws.arrivals_dir.mkdir(parents=True, exist_ok=True)
     (ws.arrivals_dir / ".gitignore").touch()
@@ -250,6 +260,36 @@ def create_workspace(root: str | Path) -> Workspace:
     run("git", "add", "dvc.yaml", "params.yaml", "stream.yaml", ".gitignore", ".dvc", "data/arrivals/.gitignore",
         ID_FILE)
     return ws
+
+
+def set_tracking_uri(params_file: Path, uri: str) -> None:
+    """Write ``tracking.uri`` into a params.yaml, keeping its comments (the line the template ships)."""
+    import re
+
+    text = params_file.read_text()
+    tracking = re.search(r"(?m)^tracking:\n", text)
+    line = re.compile(r"(?m)^  uri: .*$")
+    found = line.search(text, tracking.end()) if tracking else None
+    if found is None:
+        raise ValueError(f"{params_file} has no tracking.uri line to set")
+    text = text[: found.start()] + f"  uri: {json.dumps(uri)}" + text[found.end():]
+    if (yaml.safe_load(text).get("tracking") or {}).get("uri") != uri:
+        raise ValueError(f"could not write tracking.uri {uri!r} into {params_file}")
+    params_file.write_text(text)
+
+
+def add_remote(ws: Workspace, url: str) -> None:
+    """`dvc remote add -d storage URL`: the default remote, in .dvc/config. A local path is made absolute from
+    the caller's folder (DVC would read a relative one from .dvc/)."""
+    import subprocess
+
+    if "://" not in url:
+        url = str(Path(url).expanduser().resolve())
+    dvc = str(Path(sys.executable).parent / "dvc")
+    done = subprocess.run([dvc, "remote", "add", "-d", "-f", DVC_REMOTE, url], cwd=ws.root, capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise ValueError(f"dvc remote add {url} failed: {(done.stderr or done.stdout).strip()}")
 
 
 # -- crashes ---------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
     batcher = (MicroBatcher(settings.max_batch_size, settings.max_wait_ms / 1000, service_metrics.batch_size.observe)
                if settings.batching else None)
     state = ServiceState(settings, streams, service_metrics, batcher)
+    for stream in streams.values():  # first: its thread imports the statistics while the model loads
+        stream.monitor.start()
     try:
         load_first_models(streams, settings.poll_seconds)
     except ReloadFailed:
@@ -39,7 +41,6 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
         raise
     for stream in streams.values():
         stream.holder.start_polling(settings.poll_seconds)
-        stream.monitor.start()
 
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # werkzeug answers 413 beyond it

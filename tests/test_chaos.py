@@ -17,6 +17,7 @@ from test_ingest import make_workspace, snapshot
 
 from continual import cli, ingest
 from continual.ingest import read_split
+from continual.model_name import registered_model
 from continual.params import load_params
 from continual.strategies import RoundContext, make_strategy
 from continual.workspace import Workspace
@@ -370,7 +371,7 @@ def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_vers
     params = load_params(ws.params_file)
     tracking.log_round(ws, "0001-tweets", params)
     client, experiment_id = tracking.connect(ws, params)
-    name = params["tracking"]["registered_model"]
+    name = registered_model(ws, params)
     # What a kill leaves in the middle of _log: round 2's run RUNNING, its model registered, no round hash.
     folder = tracking.RoundFolder.read(ws, "0002-movies")
     line = tracking.lineage(ws, folder.info)
@@ -412,7 +413,7 @@ def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungat
     assert decision is not None and decision.accepted
     assert "round 0002-movies has not run yet; gating the newest round that has, 0001-tweets" in capsys.readouterr().out
     client, _ = tracking.connect(ws, params)
-    assert str(client.get_model_version_by_alias(params["tracking"]["registered_model"], "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(registered_model(ws, params), "champion").version) == "1"
 
 
 def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tmp_path, tiny_model_dir,
@@ -429,7 +430,7 @@ def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tm
     write_round(ws, ["0001-tweets", "0002-movies"], 1, ROWS, tiny_model_dir,
                 {k: params[k] for k in ("seed", "model", "train", "strategy")})
     client, _ = tracking.connect(ws, params)
-    name = params["tracking"]["registered_model"]
+    name = registered_model(ws, params)
 
     def killed(*args, **kwargs):  # the kill lands right after the alias moved: no record, no decision
         raise KeyboardInterrupt

@@ -192,6 +192,7 @@ def test_dvc_repro_with_lora_over_two_arrivals_stores_adapters_and_serves_the_me
     params["model"]["lora"].update(rank=4, lr=1e-2)
     params["train"].update(epochs=6, batch_size=16)
     params["strategy"]["replay"]["mem_size"] = 20
+    params["tracking"]["registered_model"] = "continual-classifier"  # a name set by hand is used as written
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for name, labels in (("one", {"neg": "awful terrible", "pos": "lovely great"}),
                          ("two", {"neg": "broken useless", "pos": "works wonderfully"})):

@@ -44,7 +44,12 @@ def round_runs(workspace: Path) -> dict[str, list]:
 
 
 def champion(workspace: Path) -> str:
-    return str(registry(workspace).get_model_version_by_alias("continual-classifier", "champion").version)
+    from continual.model_name import registered_model
+    from continual.params import load_params
+    from continual.workspace import Workspace
+
+    name = registered_model(Workspace.at(workspace), load_params(workspace / "params.yaml"))  # continual-<id>
+    return str(registry(workspace).get_model_version_by_alias(name, "champion").version)
 
 
 def write_arrival(path: Path, labels: dict[str, str], n: int, salt: str) -> Path:

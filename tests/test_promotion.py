@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from continual import promotion, tracking
+from continual.model_name import NameTaken, registered_model
 from continual.params import load_params
 from continual.promotion import Gate, decide
 from continual.workspace import Workspace
@@ -72,7 +74,7 @@ def test_gate_moves_the_champion_and_by_hand_moves_are_recorded(tmp_path, tiny_m
         tracking.log_round(ws, key, params)
         decisions[key] = promotion.promote_if_better(ws, key, params)
     client, _ = tracking.connect(ws, params)
-    name = params["tracking"]["registered_model"]
+    name = registered_model(ws, params)
 
     def champion() -> str:
         return str(client.get_model_version_by_alias(name, "champion").version)
@@ -101,7 +103,7 @@ def test_gate_moves_the_champion_and_by_hand_moves_are_recorded(tmp_path, tiny_m
     assert "-> v1 (rollback)" in client.get_registered_model(name).tags["champion.last_move"]
     assert promotion.promote(ws, "0002-movies") == "2" and champion() == "2"
     assert client.get_model_version(name, "2").tags["champion.how"] == "by hand, round 0002-movies"
-    assert "champion: continual-classifier v1 -> v2 (by hand, round 0002-movies)" in capsys.readouterr().out
+    assert f"champion: {name} v1 -> v2 (by hand, round 0002-movies)" in capsys.readouterr().out
     assert promotion.rollback(ws) == "1" and champion() == "1"
     with pytest.raises(RuntimeError, match="no earlier champion"):
         promotion.rollback(ws)
@@ -114,7 +116,7 @@ def logged_stream(root, model_dir, rows, register=True):
     for key in ws.stream():
         tracking.log_round(ws, key, params)
     client, _ = tracking.connect(ws, params)
-    return ws, params, client, params["tracking"]["registered_model"]
+    return ws, params, client, registered_model(ws, params)
 
 
 def champion_of(client, name) -> str | None:
@@ -131,7 +133,7 @@ def test_track_gates_the_newest_round_once_and_never_undoes_a_move_by_hand(tmp_p
     decision = promotion.track(ws, params)
 
     client, experiment_id = tracking.connect(ws, params)
-    name = params["tracking"]["registered_model"]
+    name = registered_model(ws, params)
     champion = client.get_model_version_by_alias(name, "champion")
     assert decision.accepted and client.get_run(champion.run_id).info.run_name == "0003-amazon"
     middle = client.get_run(tracking.find_round_run(client, experiment_id, ws, tracking.RoundFolder.read(ws, "0002-movies")))
@@ -265,13 +267,28 @@ def test_registry_changes_in_one_workspace_wait_for_each_other(tmp_path, tiny_mo
     assert "-> v1 (rollback)" in out and champion_of(client, name) == "1"
 
 
-def test_the_gate_never_takes_the_alias_from_another_workspace(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    # Two workspaces, one server, the default registered-model name: the first champion keeps the alias.
+def test_a_name_another_workspace_owns_is_refused_and_the_gate_never_takes_its_alias(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch, capsys):
+    # Two workspaces, one server, one name set by hand in both: the second is refused before it logs anything.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     monkeypatch.chdir(tmp_path)
-    first, params, client, name = logged_stream(tmp_path / "first", tiny_model_dir, [[0.6]])
+    params = load_params()
+    params["tracking"]["registered_model"] = name = "shared"
+    first = write_stream(tmp_path / "first", tiny_model_dir, [[0.6]], NAMES)
+    tracking.log_round(first, "0001-tweets", params)
     assert promotion.promote_if_better(first, "0001-tweets", params).accepted
-    second, *_ = logged_stream(tmp_path / "second", tiny_model_dir, [[0.9]])
+    second = write_stream(tmp_path / "second", tiny_model_dir, [[0.9]], NAMES)
+    second.params_file.write_text(f"tracking:\n  registered_model: {name}\n")  # what `continual promote` reads
+    owner = f"workspace {first.identity[:12]} at {first.root}"
+    with pytest.raises(NameTaken, match=re.escape(owner) + ".*set tracking.registered_model in params.yaml"):
+        promotion.track(second, params)
+    client, experiment_id = tracking.connect(second, params)
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert len(client.search_runs([experiment_id], "")) == 2  # the first's lineage and round runs only
+
+    # A registry from before that check holds both workspaces' versions: the first champion keeps the alias.
+    monkeypatch.setattr(tracking, "refuse_if_owned_elsewhere", lambda *args: None)
+    tracking.log_round(second, "0001-tweets", params)
     decision = promotion.promote_if_better(second, "0001-tweets", params)
     assert not decision.accepted and champion_of(client, name) == "1"
     assert f"trained in another workspace ({first.identity[:12]})" in decision.reasons[-1]

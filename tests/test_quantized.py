@@ -160,7 +160,7 @@ def test_a_corrupt_onnx_file_in_the_registry_keeps_the_old_model_serving(onnx_mo
         answer = client.post("/predict", json={"texts": ["still here", "and here"]})
         assert answer.status_code == 200 and answer.get_json()["model"]["version"] == "1"
         metrics = client.get("/metrics").get_data(as_text=True)
-        assert "continual_model_reload_failures_total 1.0" in metrics
+        assert 'continual_model_reload_failures_total{model_name="corrupt"} 1.0' in metrics
         assert any("failed; still serving 1" in record.getMessage() for record in caplog.records)
     finally:
         shutdown(app)
@@ -183,6 +183,7 @@ def test_the_gate_records_a_failed_int8_check_and_the_server_falls_back_to_fp32(
     params["model"]["base"] = str(tiny_model_dir)
     params["train"].update(epochs=2, batch_size=16)
     params["serving"]["max_quantized_drop"] = -0.001
+    params["tracking"]["registered_model"] = "continual-classifier"  # a name set by hand is used as written
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     arrival = write_arrival(tmp_path / "one.csv", {"neg": "awful terrible", "pos": "lovely great"}, 12, "one")
     run(root, BIN / "continual", "ingest", str(arrival), "--name", "one")

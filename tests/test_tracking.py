@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from continual import tracking
+from continual.model_name import registered_model
 from continual.params import load_params
 from continual.workspace import Workspace
 
@@ -137,7 +138,7 @@ def test_round_runs_are_nested_and_hold_tags_params_metrics_artifacts(logged):
 
 def test_every_round_registers_a_tagged_model_version(logged):
     ws, params, client, _ = logged
-    name = params["tracking"]["registered_model"]
+    name = registered_model(ws, params)
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
     assert sorted(versions) == ["1", "2", "3"]
     tags = versions["2"].tags
@@ -152,7 +153,7 @@ def test_logging_a_round_twice_logs_it_once(logged):
     first = {run.info.run_name: run.info.run_id for run in round_runs(client, experiment_id)}
     assert tracking.log_round(ws, "0002-movies", params) == first["0002-movies"]
     assert len(round_runs(client, experiment_id)) == 3
-    assert len(client.search_model_versions(f"name = '{params['tracking']['registered_model']}'")) == 3
+    assert len(client.search_model_versions(f"name = '{registered_model(ws, params)}'")) == 3
 
 
 def test_reconcile_logs_a_round_the_run_cache_skipped_and_never_duplicates(tmp_path, tiny_model_dir):

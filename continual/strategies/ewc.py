@@ -4,6 +4,11 @@ Avalanche computes the importance as squared gradients of each mini-batch loss, 
 empirical Fisher). Its state lives in memory, keyed by experience number; we save the last importance and
 parameter snapshot and put them back under the key the next round's penalty reads. The snapshot is the
 round's final weights, which model/ already holds, so ewc.safetensors stores the importance alone.
+
+With ``train.processes`` > 1 the Fisher pass is shared out: the same batches as one process (batch_size rows,
+in order), batch i on rank i mod N, each rank summing squared gradients of its batches on the plain model (no
+DDP hook fires outside a DDP forward), then one all_reduce of the sums. Every rank ends with the importance
+over all of the arrival; rank 0 writes it.
 """
 from __future__ import annotations
 
@@ -12,15 +17,16 @@ from pathlib import Path
 
 import torch
 from avalanche.training.plugins import EWCPlugin
-from avalanche.training.utils import ParamData
+from avalanche.training.utils import ParamData, zerolike_params_dict
 from safetensors.torch import load_file, save_file
 
+from continual import distributed
 from continual.strategies.base import RoundContext, Strategy
 
 EWC_FILE = "ewc.safetensors"
 
 
-class DeviceFollowingEWC(EWCPlugin):
+class DeviceFollowingEWC(EWCPlugin, supports_distributed=True):
     """EWCPlugin whose restored state follows the model to the training device.
 
     ``EWC.restore`` runs before Avalanche's template exists, so it builds the importances and the anchor
@@ -39,11 +45,35 @@ class DeviceFollowingEWC(EWCPlugin):
                     data.device = device  # what ParamData.expand pads with when the head grows
         return super().before_training_exp(strategy, **kwargs)
 
-    def compute_importances(self, model, *args, **kwargs):
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, **kwargs):
         """Importance of the trainable parameters only: a LoRA round's frozen encoder gets no gradient, and a
         zero importance for each of its 22M weights would only fill ewc.safetensors and the penalty's loop."""
         trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-        return {k: v for k, v in super().compute_importances(model, *args, **kwargs).items() if k in trainable}
+        if distributed.world() == 1:
+            importances = super().compute_importances(model, criterion, optimizer, dataset, device, batch_size,
+                                                      **kwargs)
+        else:
+            importances = self._shared_out(model, criterion, optimizer, dataset, device, batch_size, **kwargs)
+        return {k: v for k, v in importances.items() if k in trainable}
+
+    def _shared_out(self, model, criterion, optimizer, dataset, device, batch_size, **kwargs):
+        """EWCPlugin's mean over batches of squared gradients, rank r taking batches r, r+N, ...; the sums are
+        all_reduced, so every rank gets one process's result, up to summation order."""
+        batches = -(-len(dataset) // batch_size)
+        mine = range(distributed.rank(), batches, distributed.world())
+        rows = [i for b in mine for i in range(b * batch_size, min(len(dataset), (b + 1) * batch_size))]
+        if rows:  # whole batches, in order: a DataLoader over them cuts the same batches as over the arrival
+            importances = super().compute_importances(model, criterion, optimizer, dataset.subset(rows), device,
+                                                      batch_size, **kwargs)
+        else:
+            importances = zerolike_params_dict(model)
+        sums = [importances[name].data for name, param in model.named_parameters() if param.requires_grad]
+        for total in sums:
+            total.mul_(len(mine))  # EWCPlugin divided by this rank's batches: back to sums
+        distributed.all_reduce_sum(sums)
+        for total in sums:
+            total.div_(batches)
+        return importances
 
     def after_training_exp(self, strategy, **kwargs):
         super().after_training_exp(strategy, **kwargs)

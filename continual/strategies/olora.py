@@ -19,7 +19,7 @@ from continual import adapters
 from continual.strategies.base import Strategy
 
 
-class OrthogonalLoss(SupervisedPlugin):
+class OrthogonalLoss(SupervisedPlugin, supports_distributed=True):
     def __init__(self, lambda_orth: float, lambda_l2: float):
         super().__init__()
         self.lambda_orth, self.lambda_l2 = lambda_orth, lambda_l2

@@ -2,6 +2,9 @@
 
 Avalanche keeps the buffer in memory only; we save it as text rows (buffer.jsonl, with each row's reservoir
 weight) and rebuild the storage policy's groups from them in the next round's process.
+
+With ``train.processes`` > 1 every rank restores the same buffer.jsonl and draws the same global batches, new and
+memory rows alike (``continual.distributed``); rank 0 alone updates the buffer it writes after training.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 
@@ -16,6 +20,27 @@ from continual.jsonl import read_jsonl, write_jsonl
 from continual.strategies.base import RoundContext, Strategy
 
 BUFFER_FILE = "buffer.jsonl"
+
+
+class GlobalBatchReplay(ReplayPlugin, supports_distributed=True):
+    """ReplayPlugin whose loader draws global batches under torch.distributed too.
+
+    Avalanche's ReplayDataLoader puts a DistributedSampler on the data and on the buffer as soon as
+    torch.distributed is initialised, so each rank would draw batches of its own. A round instead draws the
+    global batch exactly as one process does and shares it out (``continual.distributed.SharedBatches``).
+    The same call as ReplayPlugin's own, with distributed sampling off; one process sees no difference.
+    """
+
+    def before_training_exp(self, strategy, num_workers: int = 0, shuffle: bool = True, drop_last: bool = False,
+                            **kwargs):
+        if len(self.storage_policy.buffer) == 0:
+            return
+        strategy.dataloader = ReplayDataLoader(
+            strategy.adapted_dataset, self.storage_policy.buffer, oversample_small_tasks=True,
+            batch_size=self.batch_size or strategy.train_mb_size,
+            batch_size_mem=self.batch_size_mem or strategy.train_mb_size,
+            task_balanced_dataloader=self.task_balanced_dataloader, num_workers=num_workers, shuffle=shuffle,
+            drop_last=drop_last, distributed_sampling=False)
 
 
 class Replay(Strategy):
@@ -32,7 +57,7 @@ class Replay(Strategy):
         else:
             raise ValueError(f"strategy.replay.policy must be class_balanced or reservoir, not {cfg['policy']!r}")
         mem_batch = int(cfg.get("batch_size_mem") or 0) or None
-        self.plugin = ReplayPlugin(mem_size=self.mem_size, batch_size_mem=mem_batch, storage_policy=self.policy)
+        self.plugin = GlobalBatchReplay(mem_size=self.mem_size, batch_size_mem=mem_batch, storage_policy=self.policy)
 
     def plugins(self) -> list:
         return [self.plugin]

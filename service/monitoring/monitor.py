@@ -22,7 +22,7 @@ import numpy as np
 from service.backends import Prediction, ServedModel
 from service.metrics import ServiceMetrics
 from service.monitoring.capture import capture_record
-from service.monitoring.scores import CHECKS, drift_scores
+from service.monitoring.scores import CHECKS, drift_scores, prepare
 
 log = logging.getLogger(__name__)
 HISTORY = 240  # checks kept for the status page: two hours at the default 30 s
@@ -104,6 +104,7 @@ class Monitor:
             self._thread.start()
 
     def _run(self) -> None:
+        prepare()  # scikit-learn's import holds the GIL for a second: pay it at start, not amid traffic
         while not self._stop.wait(self.settings.interval_s):
             try:
                 self.check()

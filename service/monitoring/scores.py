@@ -33,6 +33,12 @@ def length_psi(reference_lengths: np.ndarray, lengths: np.ndarray) -> float:
                np.bincount(np.searchsorted(edges, lengths, side="right"), minlength=bins))
 
 
+def prepare() -> None:
+    """Import what the checks use (about a second for scikit-learn), so that the first check does not."""
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+
 def domain_auc(reference: np.ndarray, window: np.ndarray, seed: int = 0, folds: int = 5) -> float:
     """Cross-validated ROC AUC of a classifier telling ``window`` rows from ``reference`` rows."""
     from sklearn.linear_model import LogisticRegression
