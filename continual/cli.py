@@ -282,8 +282,7 @@ def cmd_drift(args) -> int:
 
         model_uri = args.model_uri or f"models:/{registered_model(ws, params)}@champion"
         settings = {key: value for key, value in monitoring_settings(ws, params).items() if key.startswith("drift_")}
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            settings["tracking_uri"] = tracking_uri(ws, params)
+        settings["tracking_uri"] = tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first, as everywhere
         snapshot = score_texts(model_uri, read_texts(Path(args.texts)), settings)
     else:
         snapshot = fetch_snapshot(args.url, args.model)

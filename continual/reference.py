@@ -7,7 +7,7 @@ classifier would tell them from fresh traffic of the very same domain.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +53,19 @@ def build_reference(model: PooledClassifier, tokenizer, train_rows: list[dict], 
                      ), [r["text"] for r in heldout]
 
 
-def with_int8_embeddings(reference: Reference, texts: list[str], served_int8, batch_size: int) -> Reference:
-    """``reference`` plus the held-out ``texts`` embedded by the int8 graph (``served_int8``: the export's check)."""
-    predictions = served_int8.predict(texts, batch_size)
-    if not predictions or predictions[0].embedding is None:
-        return reference
-    return replace(reference, embeddings_int8=np.stack([p.embedding for p in predictions]))
+@dataclass
+class PendingReference:
+    """A reference and the held-out texts it sampled, until the export's int8 graph has embedded them too."""
+
+    reference: Reference
+    texts: list[str]
+    batch_size: int
+
+    def add_int8(self, served_int8) -> None:
+        """Add the held-out texts as the int8 graph (``served_int8``: the export's check) embeds them."""
+        predictions = served_int8.predict(self.texts, self.batch_size)
+        if predictions and predictions[0].embedding is not None:
+            self.reference = replace(self.reference, embeddings_int8=np.stack([p.embedding for p in predictions]))
 
 
 def write_reference(model: PooledClassifier, tokenizer, model_dir: Path, train_rows: list[dict],
@@ -69,12 +76,12 @@ def write_reference(model: PooledClassifier, tokenizer, model_dir: Path, train_r
     from service.backends import BackendChoice, onnx_file
     from service.model_source import ModelCard
 
-    reference, texts = build_reference(model, tokenizer, train_rows, tests, matrix, rows, seed, batch_size)
+    pending = PendingReference(*build_reference(model, tokenizer, train_rows, tests, matrix, rows, seed, batch_size),
+                               batch_size)
     if onnx_file(model_dir, "onnx-int8").is_file():
         from service.backends.onnxrt import OnnxClassifier
 
-        served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="reference"),
-                                     model.max_length, BackendChoice("onnx-int8", "reference"), threads=1)
-        reference = with_int8_embeddings(reference, texts, served, batch_size)
-    reference.save(model_dir)
-    return reference
+        pending.add_int8(OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="reference"),
+                                             model.max_length, BackendChoice("onnx-int8", "reference"), threads=1))
+    pending.reference.save(model_dir)
+    return pending.reference

@@ -7,7 +7,6 @@ import os
 import random
 import shutil
 import time
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,14 +17,13 @@ from continual.export import export_round
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
-from continual.reference import build_reference, with_int8_embeddings
+from continual.reference import PendingReference, build_reference
 from continual.storage import tree_bytes
 from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
                              set_prototype_rows)
 from continual.strategies import RoundContext, make_strategy
 from continual.trainer import ProgressLog, train_one_experience
 from continual.workspace import ROUND_PARAMS, Workspace  # ROUND_PARAMS: what a round's result depends on
-from service.monitoring.reference import Reference
 
 
 def set_threads(train: dict) -> int:
@@ -145,22 +143,17 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
         "labels": list(model.labels), "data_hash": ws.arrival_hash(key),
         "params": {name: params[name] for name in ROUND_PARAMS},
     }
-    reference = texts = None
+    reference = None
     if int(params["export"].get("reference_rows", 0)) > 0:  # what the server's drift monitor compares traffic with
         seen = [row for k in keys for row in read_split(ws, k, "train")]
-        reference, texts = build_reference(model, tokenizer, seen, tests, matrix,
-                                           int(params["export"]["reference_rows"]), int(params["seed"]) + index,
-                                           eval_batch)
-
-    def on_int8(served) -> None:  # the int8 graph's own reference embeddings, for a server that serves int8
-        nonlocal reference
-        if reference is not None:
-            reference = with_int8_embeddings(reference, texts, served, eval_batch)
-
+        reference = PendingReference(*build_reference(model, tokenizer, seen, tests, matrix,
+                                                      int(params["export"]["reference_rows"]),
+                                                      int(params["seed"]) + index, eval_batch), eval_batch)
+    on_int8 = reference.add_int8 if reference is not None else None  # for a server that serves the int8 graph
     export = (lambda folder: export_round(model, tokenizer, folder, tests, metrics["acc"], params["export"],
                                           eval_batch, predictions, on_int8)) if params["export"]["onnx"] else None
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
-                export, lambda: reference)
+                export, reference)
     return metrics
 
 
@@ -177,7 +170,7 @@ def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: in
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
                 round_info: dict, started: float, refit: HeadRefit | None = None, export=None,
-                reference: Callable[[], Reference | None] = lambda: None) -> None:
+                reference: PendingReference | None = None) -> None:
     """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
     final = ws.round_dir(key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
@@ -193,8 +186,8 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
         metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]
         metrics["int8_agreement"] = report["agreement"]
         metrics["export_seconds"] = sum(report["seconds"].values())
-    if reference() is not None:  # after the export: it adds the int8 graph's embeddings
-        reference().save(tmp / "model")
+    if reference is not None:  # after the export: it adds the int8 graph's embeddings
+        reference.reference.save(tmp / "model")
     metrics.update(strategy.save(tmp, context))
     if refit is not None:
         refit.save(tmp)

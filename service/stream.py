@@ -96,7 +96,7 @@ def _stream(name: str, source: ModelSource, settings: ServiceConfig, metrics: Se
                                 lambda reason, n=1: metrics.capture_dropped.labels(reason).inc(n))
     monitor_settings = MonitorSettings(settings.monitoring, settings.monitoring_window, settings.monitoring_interval_s,
                                        settings.monitoring_min_texts, settings.drift_thresholds, settings.capture_rate)
-    monitor = Monitor(monitor_settings, metrics, lambda: holder.current, lambda: name, capture)
+    monitor = Monitor(monitor_settings, metrics, lambda: holder.current, name, capture)
     return Stream(name, holder, monitor)
 
 

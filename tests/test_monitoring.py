@@ -123,13 +123,15 @@ def test_continual_drift_scores_a_file_and_writes_a_report(monitored_model_dir, 
 
     ws = create_workspace(tmp_path / "ws")
     texts = tmp_path / "capture.jsonl"
-    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in [r["text"] for r in TINY_ROWS] + HOSTILE),
-                     encoding="utf-8")
+    hostile = [*HOSTILE, "article " * 2500]  # and a 20,000-character text: scored here, no server limit applies
+    texts.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
+                             for t in [r["text"] for r in TINY_ROWS] + hostile), encoding="utf-8")
     out = tmp_path / "drift.html"
     assert main(["--workspace", str(ws.root), "drift", "--texts", str(texts), "--model-uri", str(monitored_model_dir),
                  "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert 'data-chart="drift"' in page and "embedding" in page
+    assert f"over {len(TINY_ROWS) + len(hostile)} texts" in page  # every line one text: U+2028 and U+0085 split none
 
 
 @pytest.mark.slow

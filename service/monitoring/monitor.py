@@ -40,11 +40,11 @@ class MonitorSettings:
 
 class Monitor:
     def __init__(self, settings: MonitorSettings, metrics: ServiceMetrics, served: Callable[[], ServedModel | None],
-                 model_name: Callable[[], str], capture=None, seed: int | None = None):
+                 model_name: str, capture=None, seed: int | None = None):
         self.settings = settings
         self.metrics = metrics
         self.served = served          # the model serving now (the holder's), for the snapshot
-        self.model_name = model_name  # the name on /v2/models/{name}, on every series
+        self.model_name = model_name  # the stream's name on /v2/models/{name}, on every series
         self.capture = capture  # service.monitoring.capture.CaptureWriter when capture_rate > 0
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -73,7 +73,7 @@ class Monitor:
                     self._embeddings[at] = prediction.embedding
                 self._position = (at + 1) % self.settings.window
                 self._count = min(self._count + 1, self.settings.window)
-        name, version = self.model_name(), model.card.version or ""
+        name, version = self.model_name, model.card.version or ""
         for label, count in Tally(p.label for p in predictions).items():
             self.metrics.predictions.labels(name, version, label).inc(count)
         histogram = self.metrics.confidence.labels(name, version)
@@ -128,7 +128,7 @@ class Monitor:
         thresholds = self.thresholds
         result = {"time": time.time(), "texts": count, "model_version": model.card.version, "scores": scores,
                   "drift": {c: scores[c] is not None and scores[c] > thresholds[c] for c in CHECKS}}
-        name, version = self.model_name(), model.card.version or ""
+        name, version = self.model_name, model.card.version or ""
         for check in CHECKS:
             value = scores[check]
             self.metrics.drift_score.labels(name, version, check).set(float("nan") if value is None else value)
@@ -140,7 +140,7 @@ class Monitor:
         return result
 
     def _clear_gauges(self, model: ServedModel) -> None:
-        name, version = self.model_name(), model.card.version or ""
+        name, version = self.model_name, model.card.version or ""
         for check in CHECKS:
             self.metrics.drift_score.labels(name, version, check).set(float("nan"))
             self.metrics.drift_detected.labels(name, version, check).set(0)
@@ -155,13 +155,14 @@ class Monitor:
         """What GET /monitoring answers and the status page draws (this worker's view under gunicorn)."""
         model = self.served()
         reference = getattr(model, "reference", None)
+        card = model.card.as_json() if model is not None else {}
         with self._lock:
             window = self._count if model is self._model else 0
             history = list(self.history) if model is self._model else []
         return {
-            "model": None if model is None else {**{k: model.card.as_json()[k] for k in
-                                                     ("name", "version", "round", "round_key", "arrival")},
-                                                  "name": self.model_name(), "backend": model.backend.name},
+            "model": None if model is None else {"name": self.model_name,
+                                                  **{k: card[k] for k in ("version", "round", "round_key", "arrival")},
+                                                  "backend": model.backend.name},
             "monitoring": self.settings.enabled,
             "reference": None if reference is None else {
                 "rows": int(len(reference.embeddings)), "labels": reference.labels,
@@ -184,7 +185,7 @@ class Monitor:
                     for sample in family.samples if sample.name.endswith(suffix)}
 
         predictions: dict[str, int] = {}
-        name = self.model_name()
+        name = self.model_name
         for (model_name, _, label), value in total(self.metrics.predictions).items():
             if model_name == name:  # this model's; requests, texts and errors are the whole server's
                 predictions[label] = predictions.get(label, 0) + int(value)
