@@ -51,8 +51,9 @@ def main() -> None:
     print(f"machine: {harness.describe(harness.machine())}\ncommand: {harness.command_line()}\n", flush=True)
 
     for stream_name in ("vader", "wordnet") if args.stream == "both" else (args.stream,):
-        # One work folder per stream and seeds, so runs of other seeds can share the machine.
-        work = harness.ROOT / "bench" / "work" / f"forgetting-{bench['mode']}-{stream_name}-{'_'.join(map(str, seeds))}"
+        # One work folder per stream, seeds and strategies, so runs of other seeds or strategies can share the machine.
+        tag = f"{'_'.join(map(str, seeds))}-{'_'.join(s.replace('+', '') for s in strategies)}"
+        work = harness.ROOT / "bench" / "work" / f"forgetting-{bench['mode']}-{stream_name}-{tag}"
         params = harness.training_params(args, bench, work)
         header = {"mode": bench["mode"], "model": params["model"]["base"], "overrides": harness.overrides(args)}
         name = f"forgetting_{stream_name}"

@@ -122,6 +122,13 @@ def cmd_status(args) -> int:
 
     ws, params = _workspace(args)
     rounds = load_round_metrics(ws)
+    if args.costs:
+        from continual.costs import format_costs
+
+        print(format_costs(rounds))
+        print("seconds per phase (continual/costs.py); not_train: the share of the wall time outside the optimiser's "
+              "epochs")
+        return 0
     pending = [k for k in ws.stream() if not (ws.round_dir(k) / "metrics.json").exists()]
     print(format_rounds(rounds))
     print("rows: the arrival's train examples; trained: examples processed (epochs x rows, plus replay); "
@@ -344,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("track", help="log rounds to MLflow and gate the newest for the champion (a dvc.yaml stage)")
     p.set_defaults(func=cmd_track)
     p = sub.add_parser("status", help="print the rounds: arrival, examples, strategy, accuracy, forgetting")
+    p.add_argument("--costs", action="store_true", help="each round's seconds per phase (load, train, export, ...)")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("repair", help="put right what a killed process left (damaged dvc.lock, half ingest)")
     p.set_defaults(func=cmd_repair)

@@ -69,18 +69,40 @@ def quantize_int8(source: Path, target: Path, per_channel: bool) -> None:
 
     # It logs "consider pre-processing" on the root logger each call; its shape inference and graph
     # optimisations are what onnxruntime applies when the session loads anyway.
+    import onnx
+
+    from continual.onnx_head import head_node_names
+
+    # The head stays fp32: a few hundred weights per class, and a later round that changes only the head can
+    # then swap them in without quantizing again (continual/onnx_head.py).
+    head = head_node_names(onnx.load(str(source), load_external_data=False).graph)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel)
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
+                         nodes_to_exclude=head)
     finally:
         root.setLevel(level)
 
 
-def write_graphs(model: PooledClassifier, tokenizer, model_dir: Path, per_channel: bool) -> float:
-    """``model_dir``/onnx/: the fp32 graph, then its int8 quantization; returns when the fp32 export ended."""
+def write_graphs(model: PooledClassifier, tokenizer, model_dir: Path, per_channel: bool,
+                 previous: Path | None = None) -> float:
+    """``model_dir``/onnx/: the fp32 graph, then its int8 quantization; returns when the fp32 export ended.
+
+    With ``previous`` (a model folder whose graphs have this model's encoder) both graphs are that folder's,
+    with this model's head swapped in: no export, no quantization."""
     (Path(model_dir) / ONNX_DIR).mkdir(parents=True, exist_ok=True)
+    if previous is not None:
+        import onnx
+
+        from continual.onnx_head import features_input, replace_head
+
+        features = features_input(onnx.load(str(onnx_file(previous, "onnx")), load_external_data=False).graph)
+        for kind in ("onnx", "onnx-int8"):
+            replace_head(onnx_file(previous, kind), onnx_file(model_dir, kind), features, model.head.weight,
+                         model.head.bias)
+        return time.perf_counter()
     export_fp32(model, tokenizer, onnx_file(model_dir, "onnx"))
     exported = time.perf_counter()
     quantize_int8(onnx_file(model_dir, "onnx"), onnx_file(model_dir, "onnx-int8"), per_channel)
@@ -89,18 +111,25 @@ def write_graphs(model: PooledClassifier, tokenizer, model_dir: Path, per_channe
 
 def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
                        fp32_acc: dict[str, float], settings: dict, batch_size: int,
-                       fp32_predictions: dict[str, list[int]] | None = None, on_int8=None) -> dict:
+                       fp32_predictions: dict[str, list[int]] | None = None, on_int8=None,
+                       previous: Path | None = None) -> dict:
     """Export ``model`` (already saved in ``model_dir``), quantize it, measure the int8 graph on every arrival's
     test split, and write the report; returns it. With ``fp32_predictions`` (label ids per test row, as the
     round's evaluation predicted them) it also gives the share of rows where int8 predicts the same.
-    ``on_int8(served)`` is called with the loaded int8 graph (the round's reference embeds with it)."""
+    ``on_int8(served)`` is called with the loaded int8 graph (the round's reference embeds with it).
+    ``previous``: the previous round's model folder; when its graphs were built from this very encoder, only the
+    head is swapped in (``continual/onnx_head.py``)."""
     from service.backends.onnxrt import OnnxClassifier
+
+    from continual.onnx_head import encoder_fingerprint
 
     folder = Path(model_dir) / ONNX_DIR
     fp32_path, int8_path = onnx_file(model_dir, "onnx"), onnx_file(model_dir, "onnx-int8")
     per_channel = bool(settings.get("int8_per_channel", True))
     begin = time.perf_counter()
-    exported = write_graphs(model, tokenizer, model_dir, per_channel)
+    fingerprint = encoder_fingerprint(model)
+    reuse = previous if previous is not None and _same_encoder(previous, fingerprint, per_channel) else None
+    exported = write_graphs(model, tokenizer, model_dir, per_channel, reuse)
     quantized = time.perf_counter()
     served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="export"), model.max_length,
                                  BackendChoice("onnx-int8", "export check"), threads=torch.get_num_threads())
@@ -121,6 +150,8 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
         "quantization": {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                          "per_channel": per_channel},
         "opset": OPSET,
+        "encoder_sha256": fingerprint,
+        "head_only": reuse is not None,  # the previous round's graphs with this head swapped in
     }
     (folder / QUANTIZATION_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -128,7 +159,8 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
 
 def export_round(model: PooledClassifier, tokenizer, model_dir: Path, tests: dict[str, list[dict]],
                  fp32_acc: dict[str, float], settings: dict, batch_size: int,
-                 fp32_predictions: dict[str, list[int]] | None = None, on_int8=None) -> dict:
+                 fp32_predictions: dict[str, list[int]] | None = None, on_int8=None,
+                 previous: Path | None = None) -> dict:
     """``export_round_model`` for any round. A LoRA round's merged model is exported and measured in a scratch
     folder and only the report is kept: its round folder holds no copy of the encoder's weights. The track
     stage rebuilds the same graphs for the model version (``merged_folder``) and checks them by sha256."""
@@ -136,7 +168,7 @@ def export_round(model: PooledClassifier, tokenizer, model_dir: Path, tests: dic
 
     if not adapters.adapter_names(model):
         return export_round_model(model, tokenizer, model_dir, tests, fp32_acc, settings, batch_size, fp32_predictions,
-                                  on_int8)
+                                  on_int8, previous)
     with tempfile.TemporaryDirectory(prefix="continual-export-") as scratch:
         merged = _save_merged(model, tokenizer, Path(scratch))
         report = export_round_model(merged, tokenizer, Path(scratch), tests, fp32_acc, settings, batch_size,
@@ -179,6 +211,14 @@ def _save_merged(model: PooledClassifier, tokenizer, folder: Path) -> PooledClas
     merged.save(folder)
     tokenizer.save_pretrained(folder)
     return merged
+
+
+def _same_encoder(previous: Path, fingerprint: str, per_channel: bool) -> bool:
+    """The previous round's graphs exist, were quantized alike, and were built from the encoder ``fingerprint``."""
+    report = read_quantization_report(previous)
+    return bool(report and report.get("encoder_sha256") == fingerprint and report.get("opset") == OPSET
+                and report["quantization"]["per_channel"] == per_channel
+                and onnx_file(previous, "onnx").is_file() and onnx_file(previous, "onnx-int8").is_file())
 
 
 def sha256(path: Path) -> str:

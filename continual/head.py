@@ -11,7 +11,8 @@ class weighing the same, removes that lean. ``train.head_refit_with`` chooses ho
   taken under the encoder as it was after that arrival's round (kept in ``head_sums.safetensors``): all the
   data, no stored text, at the cost of features that are a few rounds stale.
 
-λ and the logit scale of the ridge solutions are ``strategy.ridge.lambda`` and ``strategy.ridge.logit_scale``.
+λ and the logit scale of the ridge solutions are ``strategy.ridge.lambda`` (``auto``: chosen from the sums,
+``continual/strategies/ridge_lambda.py``) and ``strategy.ridge.logit_scale``.
 A class with no row at hand keeps its trained row.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from continual.model import embed_rows, set_prototype_rows
 from continual.strategies.closed_form import padded
 from continual.strategies.ridge import solve_head, with_bias
+from continual.strategies.ridge_lambda import choose_lambda, parse_lambda
 
 SUMS_FILE = "head_sums.safetensors"
 WHEN = ("never", "on_growth", "always")
@@ -38,7 +40,8 @@ class HeadRefit:
             raise ValueError(f"train.head_refit must be one of {WHEN} and train.head_refit_with one of {WITH}, "
                              f"not {self.when!r} and {self.how!r}")
         self.prototype_scale = float(train["prototype_scale"])
-        self.lam = float(params["strategy"]["ridge"]["lambda"])
+        self.lam = parse_lambda(params["strategy"]["ridge"]["lambda"])  # None: auto, chosen from the sums
+        self.chosen: float | None = None
         self.logit_scale = float(params["strategy"]["ridge"]["logit_scale"])
         self.sums: dict[str, torch.Tensor] = {}
 
@@ -76,7 +79,8 @@ class HeadRefit:
             counts = torch.bincount(targets, minlength=classes).double()
             w = (len(seen) / ((counts > 0).sum() * counts[targets])).unsqueeze(1)
             gram, xty, present = x.T @ (w * x), x.T @ (w * y), counts > 0
-        weight, bias = solve_head(gram, xty, self.lam)
+        self.chosen = self.lam or choose_lambda(gram, xty)
+        weight, bias = solve_head(gram, xty, self.chosen)
         with torch.no_grad():
             for c in present.nonzero().flatten().tolist():
                 model.head.weight[c] = (self.logit_scale * weight[c]).to(model.head.weight)

@@ -14,6 +14,7 @@ import torch
 from continual import adapters, distributed
 from continual.evaluation import accuracy, confusion
 from continual.export import export_round
+from continual.costs import Phases
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
@@ -54,12 +55,14 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
 
     With ``train.processes`` > 1 the round runs in that many processes (``continual.distributed``), which call
     this again with their ``device``; rank 0 writes the round and the other ranks return None."""
-    strategy = make_strategy(params)
-    if device is None and not strategy.closed_form and distributed.processes(params) > 1:
-        return distributed.launch_round(ws, key, params)  # ncm and ridge train nothing: one process
     started = time.perf_counter()
+    phases = Phases()
+    strategy = make_strategy(params)
     keys = ws.keys_up_to(key)
     index, prev = len(keys), (keys[-2] if len(keys) > 1 else None)
+    strategy.begin(index, Workspace.arrival_name(key))  # adapt: is this an adapting or a frozen round?
+    if device is None and not strategy.closed_form and distributed.processes(params) > 1:
+        return distributed.launch_round(ws, key, params)  # closed-form rounds train nothing: one process
     train, max_length = params["train"], int(params["model"]["max_length"])
     eval_batch = int(train["eval_batch_size"])
     threads = set_threads(train)
@@ -71,59 +74,71 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
                          f"model.adapter: {adapter} has nothing to adapt. Set model.adapter: none")
     labels = labels_in_order(ws, keys)
     tests = {k: read_split(ws, k, "test") for k in keys}
+    seen = lambda: [row for k in keys for row in read_split(ws, k, "train")]  # noqa: E731 (read on demand)
 
     acc_before = None
-    if prev is not None:
-        adapters.check_parent(ws.round_dir(prev), adapter)
-        model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
-        if rank == 0:
+    with phases("load"):
+        if prev is not None:
+            adapters.check_parent(ws.round_dir(prev), adapter)
+            model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
+    if prev is not None and rank == 0:
+        with phases("evaluate_before"):
             acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch)
-    if prev is None or strategy.from_base or strategy.closed_form:
-        # Closed-form strategies keep the pretrained encoder frozen: their state is the sums, not the weights.
-        model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), labels, max_length)
-        new_labels = labels
-        if adapter == "lora":  # closed-form strategies with lora were refused above
-            adapters.attach(model, params)
-    else:
-        new_labels = grow_head(model, labels)
-    strategy.prepare_model(model, index)  # olora: this round's own adapter, the earlier ones frozen
-    adapters.for_training(model, params)  # a no-op unless lora with gradient checkpointing
-
-    context = RoundContext(tokenizer, model.label2id, max_length)
-    wrapped = LogitsOnly(model, tokenizer.pad_token_id)
-    if prev is not None and not strategy.from_base:
-        strategy.restore(ws.round_dir(prev), context, wrapped.model if strategy.closed_form else wrapped)
-    rows = [{**row, "arrival": k} for k in strategy.train_keys(keys) for row in read_split(ws, k, "train")]
+    with phases("load"):
+        if prev is None or strategy.from_base or (strategy.closed_form and not strategy.keeps_encoder):
+            # ncm and ridge keep the pretrained encoder frozen: their state is the sums, not the weights.
+            model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), labels, max_length)
+            new_labels = labels
+            if adapter == "lora":  # closed-form strategies with lora were refused above
+                adapters.attach(model, params)
+        else:
+            new_labels = grow_head(model, labels)
+        strategy.prepare_model(model, index)  # olora: this round's own adapter, the earlier ones frozen
+        adapters.for_training(model, params)  # a no-op unless lora with gradient checkpointing
+        context = RoundContext(tokenizer, model.label2id, max_length)
+        wrapped = LogitsOnly(model, tokenizer.pad_token_id)
+        if prev is not None and not strategy.from_base:
+            strategy.restore(ws.round_dir(prev), context, wrapped.model if strategy.closed_form else wrapped)
+        rows = [{**row, "arrival": k} for k in strategy.train_keys(keys) for row in read_split(ws, k, "train")]
     refit = None
     if strategy.closed_form:
-        progress = fit_closed_form(strategy, model, tokenizer, rows, eval_batch)
+        with phases("head"):
+            progress = fit_closed_form(strategy, model, tokenizer, rows, eval_batch)
     else:
+        rows = strategy.training_rows(rows, lambda: [row for k in keys[:-1] for row in read_split(ws, k, "train")])
         targets = [model.label2id[r["label"]] for r in rows]
         if new_labels:  # a new class's row starts at its prototype under the current encoder
-            features = embed_rows(model, tokenizer, [r["text"] for r in rows], eval_batch)
-            set_prototype_rows(model, features, targets, [model.label2id[x] for x in new_labels],
-                               float(train["prototype_scale"]))
+            with phases("prototypes"):
+                features = embed_rows(model, tokenizer, [r["text"] for r in rows], eval_batch)
+                set_prototype_rows(model, features, targets, [model.label2id[x] for x in new_labels],
+                                   float(train["prototype_scale"]))
         dataset = context.dataset(rows)
         steps = -(-len(rows) // int(train["batch_size"]))
         if rank:  # its own dropout masks; rank 0 keeps one process's random stream
             seed_everything(int(params["seed"]) + index + 7919 * rank)
+        begin = time.perf_counter()
         progress = train_one_experience(wrapped, dataset, adapters.train_settings(params), strategy.plugins(), steps,
                                         index - 1, desc=f"round {index} {key} [{strategy.name}]",
                                         seed=int(params["seed"]) + index, device=device)
+        phases.add("train", progress.seconds)
+        phases.add("after_training", progress.closing_seconds)
+        phases.add("train_setup", time.perf_counter() - begin - progress.seconds - progress.closing_seconds)
         distributed.leave()  # the last collective was EWC's Fisher sums: rank 0 goes on alone
         if rank:
             return None
-        if not strategy.from_base:  # joint has all the data at hand: no lean to undo
-            refit = HeadRefit(params)
-            if prev is not None:
-                refit.restore(ws.round_dir(prev))
-            refit.apply(model, tokenizer, rows, strategy.memory_rows(context), bool(new_labels) and prev is not None,
-                        eval_batch)
+        with phases("head"):
+            if not strategy.after_training(model, tokenizer, seen, eval_batch) and not strategy.from_base:
+                refit = HeadRefit(params)  # joint has all the data at hand: no lean to undo
+                if prev is not None:
+                    refit.restore(ws.round_dir(prev))
+                refit.apply(model, tokenizer, rows, strategy.memory_rows(context),
+                            bool(new_labels) and prev is not None, eval_batch)
 
     row, predictions = [], {}
-    for k in keys:
-        acc, predictions[k] = accuracy(model, tokenizer, tests[k], eval_batch)
-        row.append(acc)
+    with phases("evaluate"):
+        for k in keys:
+            acc, predictions[k] = accuracy(model, tokenizer, tests[k], eval_batch)
+            row.append(acc)
     previous = json.loads((ws.round_dir(prev) / "metrics.json").read_text()) if prev else None
     matrix = [*(previous["accuracy_matrix"] if previous else []), row]
 
@@ -145,15 +160,17 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
     }
     reference = None
     if int(params["export"].get("reference_rows", 0)) > 0:  # what the server's drift monitor compares traffic with
-        seen = [row for k in keys for row in read_split(ws, k, "train")]
-        reference = PendingReference(*build_reference(model, tokenizer, seen, tests, matrix,
-                                                      int(params["export"]["reference_rows"]),
-                                                      int(params["seed"]) + index, eval_batch), eval_batch)
+        with phases("reference"):
+            reference = PendingReference(*build_reference(model, tokenizer, seen(), tests, matrix,
+                                                          int(params["export"]["reference_rows"]),
+                                                          int(params["seed"]) + index, eval_batch), eval_batch)
     on_int8 = reference.add_int8 if reference is not None else None  # for a server that serves the int8 graph
+    parent_model = ws.round_dir(prev) / "model" if prev else None  # its graphs are reused if only the head changed
     export = (lambda folder: export_round(model, tokenizer, folder, tests, metrics["acc"], params["export"],
-                                          eval_batch, predictions, on_int8)) if params["export"]["onnx"] else None
+                                          eval_batch, predictions, on_int8, parent_model)) \
+        if params["export"]["onnx"] else None
     write_round(ws, key, model, tokenizer, strategy, context, progress.rows, metrics, round_info, started, refit,
-                export, reference)
+                export, reference, phases)
     return metrics
 
 
@@ -170,8 +187,10 @@ def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: in
 
 def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, log_rows, metrics: dict,
                 round_info: dict, started: float, refit: HeadRefit | None = None, export=None,
-                reference: PendingReference | None = None) -> None:
+                reference: PendingReference | None = None, phases: Phases | None = None) -> None:
     """Write into a temporary sibling folder and rename it: a crash never leaves a round that looks whole."""
+    phases = phases or Phases()
+    begin = time.perf_counter()
     final = ws.round_dir(key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -186,16 +205,23 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
         metrics["int8_acc"], metrics["int8_drop"] = report["int8"], report["drop"]
         metrics["int8_agreement"] = report["agreement"]
         metrics["export_seconds"] = sum(report["seconds"].values())
+        metrics["export_head_only"] = report["head_only"]
+        for name, seconds in report["seconds"].items():
+            phases.add(name, seconds)
     if reference is not None:  # after the export: it adds the int8 graph's embeddings
         reference.reference.save(tmp / "model")
     metrics.update(strategy.save(tmp, context))
     if refit is not None:
         refit.save(tmp)
+        if refit.chosen is not None:
+            metrics["head_refit_lambda"] = refit.chosen
     metrics.setdefault("buffer_size", 0)
     with open(tmp / "train_log.csv", "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss", "lr"), *log_rows])
     (tmp / "round.json").write_text(json.dumps(round_info, indent=2) + "\n")
     metrics["wall_seconds"] = time.perf_counter() - started
+    phases.add("write", time.perf_counter() - begin - metrics.get("export_seconds", 0.0))
+    metrics["phase_seconds"] = phases.ordered()
     metrics["round_bytes"] = tree_bytes(tmp)  # all but metrics.json itself
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if final.exists():
@@ -205,6 +231,10 @@ def write_round(ws: Workspace, key: str, model, tokenizer, strategy, context, lo
     flat = {k: metrics[k] for k in ("avg_acc", "forgetting_avg", "forgetting_max", "bwt", "acc_before_update",
                                     "examples_per_s", "wall_seconds", "buffer_size", "round_bytes")}
     flat["acc"], flat["forgetting"] = metrics["acc"], metrics["forgetting"]
+    flat["phase_seconds"] = metrics["phase_seconds"]
+    for name in ("ridge_lambda", "head_refit_lambda"):  # the λ a ridge solve chose (strategy.ridge.lambda: auto)
+        if metrics.get(name) is not None:
+            flat[name] = metrics[name]
     if "int8_acc" in metrics:  # `dvc metrics show` / `dvc exp show` list the int8 graph beside fp32
         flat["int8_acc"], flat["int8_max_drop"] = metrics["int8_acc"], max(metrics["int8_drop"].values())
     (ws.round_metrics_file(key)).write_text(json.dumps(flat, indent=2) + "\n")

@@ -160,6 +160,7 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     values |= {f"forgetting.{k}": v for k, v in metrics["forgetting"].items()}
     values |= {f"int8_acc.{k}": v for k, v in (metrics.get("int8_acc") or {}).items()}  # the round's int8 ONNX
     values |= {f"int8_drop.{k}": v for k, v in (metrics.get("int8_drop") or {}).items()}
+    values |= {f"phase_seconds.{k}": v for k, v in (metrics.get("phase_seconds") or {}).items()}  # continual/costs.py
     values |= {
         "avg_acc": metrics.get("avg_acc"),
         "forgetting.avg": metrics.get("forgetting_avg"),
@@ -175,6 +176,8 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         "export_seconds": metrics.get("export_seconds"),
         "round_bytes": metrics.get("round_bytes"),  # the round folder on disk (LoRA: adapters, not a model)
         "trainable_params": metrics.get("trainable_params"),
+        "ridge_lambda": metrics.get("ridge_lambda"),  # the λ the ridge head used (strategy.ridge.lambda: auto)
+        "head_refit_lambda": metrics.get("head_refit_lambda"),
     }
     return {name: float(value) for name, value in values.items() if value is not None}
 

@@ -67,7 +67,9 @@ class ProgressLog(SupervisedPlugin, supports_distributed=True):
         self.desc = desc
         self.rows: list[tuple[int, float, float]] = []
         self.examples = 0
-        self.seconds = 0.0
+        self.seconds = 0.0  # in the epochs
+        self.closing_seconds = 0.0  # from the last epoch's end to the end of the plugins' after-training work
+        self._epoch_end = 0.0
         self._bar = None
         self._start = 0.0
 
@@ -88,8 +90,13 @@ class ProgressLog(SupervisedPlugin, supports_distributed=True):
         self._bar.update(1)
 
     def after_training_epoch(self, strategy, **kwargs):
-        self.seconds += time.perf_counter() - self._start
+        self._epoch_end = time.perf_counter()
+        self.seconds += self._epoch_end - self._start
         self._bar.close()
+
+    def after_training_exp(self, strategy, **kwargs):
+        """The plugins listed before this one have done their after-training work (EWC's Fisher pass)."""
+        self.closing_seconds = time.perf_counter() - self._epoch_end
 
 
 def train_one_experience(model: torch.nn.Module, dataset, train: dict, plugins: list, steps_per_epoch: int,

@@ -24,6 +24,7 @@ def fitted(strategy_name: str, params: dict, model_dir, parts: list[tuple[torch.
 def test_ridge_one_arrival_at_a_time_equals_solving_on_all_at_once(tiny_model_dir, projection_dim):
     params = tiny_params(tiny_model_dir, "ridge")
     params["strategy"]["ridge"]["projection_dim"] = projection_dim
+    params["strategy"]["ridge"]["lambda"] = 10.0  # fixed: compared with the textbook solution at that λ
     generator = torch.Generator().manual_seed(0)
     features = torch.nn.functional.normalize(torch.randn(90, 32, generator=generator, dtype=torch.float64), dim=1)
     targets = torch.cat([torch.arange(2).repeat(15), 2 + torch.arange(2).repeat(15), 4 + torch.arange(2).repeat(15)])
@@ -36,7 +37,7 @@ def test_ridge_one_arrival_at_a_time_equals_solving_on_all_at_once(tiny_model_di
     # and both equal the textbook ridge solution on all rows (bias as a constant feature)
     x = torch.cat([one_by_one.features(features.float()).double(), torch.ones(90, 1, dtype=torch.float64)], 1)
     y = torch.nn.functional.one_hot(targets, 6).double()
-    lam, scale = float(params["strategy"]["ridge"]["lambda"]), float(params["strategy"]["ridge"]["logit_scale"])
+    lam, scale = 10.0, float(params["strategy"]["ridge"]["logit_scale"])
     expected = torch.linalg.solve(x.T @ x + lam * torch.eye(x.shape[1], dtype=torch.float64), x.T @ y)
     assert torch.allclose(at_once.head.weight.double(), scale * expected[:-1].T, atol=1e-5)
 

@@ -1,6 +1,7 @@
 """One file per strategy; `strategy.name` in params.yaml picks one."""
 from __future__ import annotations
 
+from continual.strategies.adapt import Adapt
 from continual.strategies.base import RoundContext, Strategy
 from continual.strategies.ewc import EWC
 from continual.strategies.joint import Joint
@@ -12,7 +13,7 @@ from continual.strategies.replay_ewc import ReplayEWC
 from continual.strategies.ridge import Ridge
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Naive, Replay, EWC, ReplayEWC, Joint, NCM, Ridge,
-                                                              OLoRA)}
+                                                              Adapt, OLoRA)}
 
 
 def make_strategy(params: dict) -> Strategy:

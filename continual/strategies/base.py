@@ -38,11 +38,26 @@ class Strategy:
     name = "base"
     from_base = False    # True: start every round from the pretrained base (joint retraining)
     closed_form = False  # True: the encoder stays frozen and ``fit`` solves the head; no gradient steps
+    keeps_encoder = False  # with closed_form: the frozen encoder is the previous round's, not the base's
     parts: tuple = ()  # a composed strategy lists its parts; each contributes plugins and state
 
     def __init__(self, params: dict):
         self.params = params
         self.parts_ = [part(params) for part in self.parts]
+
+    def begin(self, index: int, arrival: str) -> None:
+        """Before round ``index`` (1-based) on ``arrival`` (its name): a strategy whose kind of round changes
+        along the stream (``adapt``) sets ``closed_form`` here; default: nothing."""
+
+    def training_rows(self, rows: list[dict], earlier) -> list[dict]:
+        """The rows a fine-tuning round trains on, given the arrival's and ``earlier()`` (every earlier
+        arrival's train rows, read on demand); default: the arrival's."""
+        return rows
+
+    def after_training(self, model, tokenizer, seen, batch_size: int) -> bool:
+        """After a fine-tuning round trained: True if the strategy set the head itself (then no head refit runs).
+        ``seen()`` gives every train row of the stream so far."""
+        return False
 
     def plugins(self) -> list:
         return [plugin for part in self.parts_ for plugin in part.plugins()]

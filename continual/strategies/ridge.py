@@ -6,13 +6,15 @@ through a fixed random projection and a ReLU (RanPAC, McDonnell et al., NeurIPS 
 classes more linearly separable; the projection is drawn once from the seed and stored with the sums.
 
 Head: W = (XᵀX + λI)⁻¹ XᵀY on features with a constant 1 appended (its row is the bias), times ``logit_scale``
-so the softmax of the regression outputs is not flat.
+so the softmax of the regression outputs is not flat. ``lambda: auto`` chooses λ after every arrival from the
+sums (``ridge_lambda``); the λ used is a round metric (``ridge_lambda``).
 """
 from __future__ import annotations
 
 import torch
 
 from continual.strategies.closed_form import ClosedForm
+from continual.strategies.ridge_lambda import choose_lambda, parse_lambda
 
 
 class Ridge(ClosedForm):
@@ -22,7 +24,8 @@ class Ridge(ClosedForm):
     def __init__(self, params: dict):
         super().__init__(params)
         cfg = params["strategy"]["ridge"]
-        self.lam = float(cfg["lambda"])
+        self.lam = parse_lambda(cfg["lambda"])  # None: auto
+        self.chosen: float | None = None
         self.projection_dim = int(cfg["projection_dim"])
         self.scale = float(cfg["logit_scale"])
         self.seed = int(params["seed"])
@@ -45,8 +48,13 @@ class Ridge(ClosedForm):
         self.sums = {"gram": gram, "xty": xty}
         if model.projection is not None:
             self.sums["projection"] = model.projection.detach().cpu().float()
-        weight, bias = solve_head(gram, xty, self.lam)
+        self.chosen = self.lam or choose_lambda(gram, xty)
+        weight, bias = solve_head(gram, xty, self.chosen)
         self.set_head(model, self.scale * weight, self.scale * bias)
+
+    def save(self, folder, context) -> dict:
+        super().save(folder, context)
+        return {"ridge_lambda": self.chosen}
 
 
 def with_bias(features: torch.Tensor) -> torch.Tensor:

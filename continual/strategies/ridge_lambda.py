@@ -1,0 +1,66 @@
+"""λ for a ridge head, chosen from the running sums alone (XᵀX, XᵀY and the row count): no stored rows.
+
+``strategy.ridge.lambda: auto`` picks, over a log grid, the λ of largest Bayesian evidence (MacKay 1992;
+the marginal likelihood of the targets under a Gaussian prior on the weights, noise variance at its optimum).
+From the eigendecomposition G = V diag(s) Vᵀ of the Gram matrix and C = Vᵀ XᵀY, each λ costs O(d·K):
+
+    E(λ)        = ΣY² − Σᵢₖ cᵢₖ² / (sᵢ + λ)                  (residual plus λ·|W|², summed over the K outputs)
+    log p(Y|λ)  = K/2 · Σᵢ log(λ / (sᵢ + λ)) − nK/2 · log E(λ) + const
+
+Generalised cross-validation (``gcv``: RSS(λ) / (n − df(λ))², df = Σ sᵢ/(sᵢ+λ)) is kept for comparison. With
+fewer rows than dimensions both criteria lose their hold as λ → 0: GCV's RSS and n − df both go to 0, and the
+evidence goes flat (each of the n fitted directions adds log λ to one term and takes it from the other). So a
+λ is only eligible while the fit spends at most a quarter of the rows on degrees of freedom (df(λ) ≤ n/4): a
+floor that follows the row count and never binds once rows are plentiful (docs/benchmarks.md, "λ from the
+sums"). One-hot targets, or class-balanced weights that sum to n, make ΣY² the bias entry of the Gram matrix.
+"""
+from __future__ import annotations
+
+import torch
+
+GRID = torch.logspace(-3, 4, 29, dtype=torch.float64)  # 0.001 .. 10,000, four points a decade
+CRITERIA = ("evidence", "gcv")
+MAX_DF_SHARE = 0.25  # eligible λ: degrees of freedom at most this share of the rows
+
+
+def parse_lambda(value) -> float | None:
+    """``strategy.ridge.lambda``: a positive number fixes λ; ``auto`` (None) chooses it each round."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    lam = float(value)
+    if not lam > 0:
+        raise ValueError(f"strategy.ridge.lambda must be 'auto' or a positive number, not {value!r}")
+    return lam
+
+
+def scores(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "evidence", grid: torch.Tensor = GRID,
+           floor: bool = True) -> torch.Tensor:
+    """The criterion at each λ of ``grid`` (higher is better), for features whose last column is the constant 1;
+    with ``floor``, -inf where λ is not eligible (df(λ) > n/4)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, not {criterion!r}")
+    gram, xty = gram.double(), xty.double()
+    n = float(gram[-1, -1])  # the bias column's sum of squares: the (weighted) row count, and ΣY² for one-hot Y
+    s, v = torch.linalg.eigh(gram)
+    s = s.clamp(min=0.0)
+    c2 = ((v.T @ xty) ** 2).sum(dim=1)  # Σₖ cᵢₖ²
+    k = xty.shape[1]
+    lam = grid.unsqueeze(1)  # [grid, 1] against s [d]
+    df = (s / (s + lam)).sum(dim=1)
+    if criterion == "gcv":
+        rss = (n - (c2 * (s + 2 * lam) / (s + lam) ** 2).sum(dim=1)).clamp(min=1e-12)
+        score = -rss / (n - df).clamp(min=1e-9) ** 2
+    else:
+        energy = (n - (c2 / (s + lam)).sum(dim=1)).clamp(min=1e-12)
+        score = 0.5 * k * torch.log(lam / (s + lam)).sum(dim=1) - 0.5 * n * k * torch.log(energy)
+    if not floor:
+        return score
+    eligible = df <= MAX_DF_SHARE * n
+    eligible[-1] = eligible[-1] or not bool(eligible.any())  # nothing eligible: the largest λ
+    return torch.where(eligible, score, torch.tensor(-torch.inf, dtype=score.dtype))
+
+
+def choose_lambda(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "evidence",
+                  grid: torch.Tensor = GRID) -> float:
+    """The λ of ``grid`` that the criterion prefers for these sums."""
+    return float(grid[int(torch.argmax(scores(gram, xty, criterion, grid)))])
