@@ -56,9 +56,10 @@ def main() -> None:
 
     runner.ours()  # warm-up, not measured: first calls allocate, JIT-select kernels, fill caches
     runner.plain()
-    samples: dict[str, list[dict]] = {"ours": [], "plain": [], "ewc": [], "replay": []}
+    samples: dict[str, list[dict]] = {"ours": [], "plain": [], "ewc": [], "replay": [], "replay_ewc": []}
     for i in range(repeats):
-        order = ("ours", "plain", "ewc", "replay") if i % 2 == 0 else ("plain", "ours", "replay", "ewc")
+        order = ("ours", "plain", "ewc", "replay", "replay_ewc") if i % 2 == 0 else \
+            ("plain", "ours", "replay_ewc", "replay", "ewc")
         for name in order:
             samples[name].append(getattr(runner, name)())
             print(f"-- {name}: {samples[name][-1]}", file=sys.stderr, flush=True)
@@ -85,18 +86,19 @@ class Runner:
         context = RoundContext(tokenizer, model.label2id, self.max_length)
         return LogitsOnly(model, tokenizer.pad_token_id), context
 
-    def _ours(self, plugins: list, context, wrapped, dataset) -> dict:
+    def _ours(self, plugins: list, context, wrapped, dataset, past_rounds: int = 0) -> dict:
         from continual.trainer import train_one_experience
-        from epoch_clock import EpochClock
 
-        clock = EpochClock()
         steps = -(-len(self.rows) // int(self.train["batch_size"]))
         started = time.perf_counter()
-        progress = train_one_experience(wrapped, dataset, self.train, plugins, steps, 0, desc="bench", extra=[clock])
+        progress = train_one_experience(wrapped, dataset, self.train, plugins, steps, past_rounds, desc="bench")
         total = time.perf_counter() - started
-        return {"seconds": total, "epoch_seconds": progress.seconds, "after_epoch_seconds": clock.after_epoch,
+        # progress.closing_seconds: from the last epoch's end to the end of the plugins' after-training work
+        return {"seconds": total, "epoch_seconds": progress.seconds, "after_epoch_seconds": progress.closing_seconds,
                 "examples": progress.examples, "new_examples": len(self.rows),
-                "examples_per_s": len(self.rows) / total}
+                "examples_per_s": len(self.rows) / total,
+                "processed_per_s": progress.examples / total,  # replayed rows included
+                "processed_per_epoch_s": progress.examples / progress.seconds}
 
     def ours(self) -> dict:
         wrapped, context = self._fresh()
@@ -109,22 +111,42 @@ class Runner:
         strategy = make_strategy({**self.params, "strategy": {**self.params["strategy"], "name": "ewc"}})
         return self._ours(strategy.plugins(), context, wrapped, context.dataset(self.rows))
 
-    def replay(self) -> dict:
-        """A round restores the buffer from the previous round's buffer.jsonl: so does this."""
+    def replay(self, name: str = "replay") -> dict:
+        """A round restores the buffer from the previous round's buffer.jsonl: so does this. ``replay+ewc`` also
+        restores EWC's importance from an earlier EWC epoch, so its penalty binds as in a second round."""
         from continual.strategies import make_strategy
         from continual.strategies.replay import BUFFER_FILE
 
         wrapped, context = self._fresh()
-        cfg = {**self.params["strategy"], "name": "replay",
+        cfg = {**self.params["strategy"], "name": name,
                "replay": {**self.params["strategy"]["replay"], "mem_size": len(self.buffer_rows)}}
         strategy = make_strategy({**self.params, "strategy": cfg})
         folder = self.work / "previous-round"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / BUFFER_FILE).write_text("".join(json.dumps({**r, "arrival": "0001-old", "weight": 0.5}) + "\n"
                                                   for r in self.buffer_rows))
+        past = 0
+        if name == "replay+ewc":
+            self._previous_ewc(folder)
+            past = 1
         dataset = context.dataset(self.rows)
         strategy.restore(folder, context, wrapped)
-        return self._ours(strategy.plugins(), context, wrapped, dataset)
+        return self._ours(strategy.plugins(), context, wrapped, dataset, past)
+
+    def replay_ewc(self) -> dict:
+        return self.replay("replay+ewc")
+
+    def _previous_ewc(self, folder: Path) -> None:
+        """ewc.safetensors and round.json of a first round, once: what a second round's EWC restores."""
+        from continual.strategies import make_strategy
+
+        if (folder / "round.json").exists():
+            return
+        wrapped, context = self._fresh()
+        strategy = make_strategy({**self.params, "strategy": {**self.params["strategy"], "name": "ewc"}})
+        self._ours(strategy.plugins(), context, wrapped, context.dataset(self.rows))
+        strategy.save(folder, context)
+        (folder / "round.json").write_text(json.dumps({"index": 1}))
 
     def plain(self) -> dict:
         """The loop one would write by hand: DataLoader with dynamic padding, AdamW, linear warm-up."""
@@ -158,7 +180,8 @@ class Runner:
             schedule.step()
         float(loss.detach())  # wait for the device
         total = time.perf_counter() - started
-        return {"seconds": total, "examples": len(data), "new_examples": len(data), "examples_per_s": len(data) / total}
+        return {"seconds": total, "examples": len(data), "new_examples": len(data), "examples_per_s": len(data) / total,
+                "processed_per_s": len(data) / total}
 
 
 def summarise(samples: dict[str, list[dict]]) -> dict:
@@ -178,12 +201,19 @@ def summarise(samples: dict[str, list[dict]]) -> dict:
         "replay_examples_per_new_example": med("replay", "examples") / med("replay", "new_examples"),
         "replay_buffer_update_seconds": med("replay", "after_epoch_seconds"),
         "naive_epoch_seconds": naive_epoch,
+        # a second replay+ewc round's training (buffer batches, EWC penalty and Fisher pass): rows processed per
+        # second over the whole call, against the plain loop's
+        "replay_ewc_processed_per_s": med("replay_ewc", "processed_per_s"),
+        "replay_ewc_ratio": med("replay_ewc", "processed_per_s") / med("plain", "processed_per_s"),
+        "replay_ewc_epochs_only_ratio": med("replay_ewc", "processed_per_epoch_s") / med("plain", "processed_per_s"),
     }
 
 
 def report(result: dict) -> str:
     s = result["summary"]
     rows = [["ours (train_one_experience, naive)", f"{s['ours_examples_per_s']:.1f}", f"{s['ratio']:.3f}x"],
+            ["ours, a second replay+ewc round (rows processed, buffer included)",
+             f"{s['replay_ewc_processed_per_s']:.1f}", f"{s['replay_ewc_ratio']:.3f}x"],
             ["plain PyTorch loop", f"{s['plain_examples_per_s']:.1f}", "1.000x"]]
     lines = [f"### trainer throughput: {result['examples']} rows, 1 epoch, batch {result['train']['batch_size']}, "
              f"median of {result['repeats']} alternated runs each", "",
@@ -191,6 +221,9 @@ def report(result: dict) -> str:
              f"- ours >= 0.95x plain: **{harness.verdict(s['ratio'] >= 0.95)}**, measured {s['ratio']:.3f}x "
              f"(per pair: {', '.join(f'{r:.2f}' for r in s['pair_ratios'])}); ours inside the epoch loop only: "
              f"{s['ours_epoch_only_examples_per_s']:.1f} ex/s",
+             f"- a fine-tuning round's training >= 0.8x plain: naive **{harness.verdict(s['ratio'] >= 0.8)}** "
+             f"({s['ratio']:.3f}x), replay+ewc **{harness.verdict(s['replay_ewc_ratio'] >= 0.8)}** "
+             f"({s['replay_ewc_ratio']:.3f}x with its Fisher pass, {s['replay_ewc_epochs_only_ratio']:.3f}x in its epochs)",
              f"- EWC Fisher pass: {s['ewc_fisher_seconds']:.2f} s = {s['ewc_fisher_fraction_of_epoch']:.2f} of a naive "
              f"epoch (its penalty adds {s['ewc_epoch_fraction_over_naive']:+.2f} to the epoch itself)",
              f"- replay ({result['buffer']} rows in the buffer): epoch "
