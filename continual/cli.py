@@ -12,11 +12,18 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _workspace(args):
+def _workspace(args, required: bool = True):
+    """The workspace holding -C (default: the current folder), found upwards as git finds its repository.
+    Paths the user passes stay relative to the current folder. Not ``required``: the -C folder itself."""
     from continual.params import load_params
-    from continual.workspace import Workspace
+    from continual.workspace import NotAWorkspace, Workspace
 
-    ws = Workspace.at(args.workspace)
+    try:
+        ws = Workspace.find(args.workspace)
+    except NotAWorkspace:
+        if required:
+            raise
+        ws = Workspace.at(args.workspace)
     return ws, load_params(ws.params_file)
 
 
@@ -86,6 +93,7 @@ def cmd_round(args) -> int:
         print(f"round {args.key}: restored, not retrained: a `continual round` finished it with these inputs, "
               "but dvc was killed before recording it")
         return 0
+    _check_model_params(params)
     from continual.round import run_round
 
     metrics = run_round(ws, args.key, params)
@@ -93,6 +101,13 @@ def cmd_round(args) -> int:
     print(f"round {metrics['round']} {args.key}: avg_acc {metrics['avg_acc']:.3f}, "
           f"forgetting {metrics['forgetting_avg']:.3f}, bwt {metrics['bwt']:.3f}")
     return 0
+
+
+def _check_model_params(params: dict) -> None:
+    """What the encoder cannot do, refused before a round trains (a later round's model is loaded, not built)."""
+    from continual.model import base_model_path, check_max_length
+
+    check_max_length(base_model_path(params["model"]["base"]), params["model"]["max_length"])
 
 
 def cmd_track(args) -> int:
@@ -193,9 +208,9 @@ def cmd_repair(args) -> int:
     """Put right what a killed process left: a damaged dvc.lock or .dvc/tmp/rwlock, an ingest killed half
     way, round folders half written. Refuses while a dvc command runs in the workspace."""
     from continual.ingest import recover_after_crash
-    from continual.workspace import Workspace, dvc_processes, repair
+    from continual.workspace import dvc_processes, repair
 
-    ws = Workspace.at(args.workspace)
+    ws, _ = _workspace(args)
     running = dvc_processes(ws.root)
     if running:
         raise ValueError(f"a dvc command is running in {ws.root} (pid {', '.join(map(str, running))}); "
@@ -227,10 +242,10 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    ws, params = _workspace(args)  # first: outside a workspace, refused before the slow imports
     from continual.compare import compare, format_table, summarise
     from continual.strategies import STRATEGIES
 
-    ws, params = _workspace(args)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -238,6 +253,7 @@ def cmd_compare(args) -> int:
     if not ws.stream():
         raise ValueError("the workspace has no arrivals yet: continual ingest FILE --name NAME first")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(params["seed"])]
+    _check_model_params(params)
     results = compare(ws, params, strategies, seeds)
     print(format_table(summarise(results)))
     print(f"\nwrote {ws.reports_dir / 'compare.json'} and {ws.reports_dir / 'compare_forgetting.png'}")
@@ -245,8 +261,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    """The Flask service under gunicorn, on this workspace's registry unless told otherwise."""
-    ws, params = _workspace(args)
+    """The Flask service under gunicorn, on this workspace's registry unless told otherwise (outside a
+    workspace: the shipped params, for a server given --model-uri)."""
+    ws, params = _workspace(args, required=False)
     argv = list(args.rest)
     given = {item.partition("=")[0].strip() for flag, item in zip(argv, argv[1:]) if flag == "--set"}
     several = "models" in given or os.environ.get("CONTINUAL_MODELS")  # or --model NAME=URI: no default model then
@@ -328,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="continual", description="Continual learning for text classifiers: DVC-versioned arrivals, "
         "incremental rounds with replay/EWC, MLflow tracking.")
-    parser.add_argument("-C", "--workspace", default=".", help="workspace folder (default: current)")
+    parser.add_argument("-C", "--workspace", default=".", help="a folder in the workspace (default: the current "
+                        "one); the workspace is the nearest folder at or above it holding stream.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("init", help="create a workspace: git + DVC, dvc.yaml, params.yaml, data/arrivals/")
     p.add_argument("dir")
@@ -425,8 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.command != "serve":  # serve hands its own options to service.serve
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
+    from continual.workspace import NotAWorkspace
+
     try:
         return args.func(args)
+    except NotAWorkspace as error:  # not a usage error: the command is right, the place is wrong
+        print(f"continual {args.command}: error: {_message(error)}", file=sys.stderr)
+        return 1
     except Exception as error:
         if os.environ.get("CONTINUAL_TRACEBACK") or not isinstance(error, _user_errors()):
             raise

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,11 @@ EXAMPLES_SHOWN = 3
 QUOTED_MAX = 80  # characters of the file quoted in a message
 # Not whitespace to str.strip(), yet nothing to read: a text of only these is empty.
 INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+# Drawn as nothing, besides whitespace and the format (Cf: zero-width spaces and joiners, BOM, bidi marks, soft
+# hyphen, tags) and control characters: Hangul fillers, the braille blank, the grapheme joiner, Khmer inherent
+# vowels, variation selectors.
+_BLANKS = re.compile("[\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+MAX_LABEL_CHARS = 100  # ingest.max_label_chars when params.yaml has none
 # A sure lower bound on tokens for word-piece and BPE tokenizers: none merges across a word and a
 # punctuation mark; +2 for [CLS]/[SEP] or their like.
 _PIECES = re.compile(r"\w+|[^\w\s]")
@@ -72,6 +78,24 @@ class Duplicates:
 
 
 @dataclass
+class Relabels:
+    """Texts of earlier arrivals that come back with another label than their latest one: corrections.
+    ``keep`` (ingest.relabels): a train row of this arrival with the new label, never a test row (an earlier
+    arrival holds the text); the earlier arrival keeps its old label. ``drop``: the earlier label stands."""
+    policy: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.policy == "keep":
+            rule = ("kept as train rows of this arrival with the new label (ingest.relabels=keep): rounds learn "
+                    "the correction from now on; the earlier arrival keeps its old label; none is a test row")
+        else:
+            rule = "DROPPED (ingest.relabels=drop): the earlier label stands; set ingest.relabels: keep to correct it"
+        return f"{self.count} texts of earlier arrivals came back with another label: {rule}"
+
+
+@dataclass
 class IngestReport:
     key: str
     source: str
@@ -82,6 +106,7 @@ class IngestReport:
     duplicates: Duplicates
     new_labels: list[str]  # labels no earlier arrival had
     warnings: list[str] = field(default_factory=list)  # kept, but likely not what was meant
+    relabels: Relabels = field(default_factory=lambda: Relabels(policy="keep"))
 
     def summary(self) -> str:
         labels = sorted(set(self.label_counts["train"]) | set(self.label_counts["test"]))
@@ -96,6 +121,9 @@ class IngestReport:
             f" ({d.conflicting_labels} with a different label); {d.dropped} dropped (ingest.duplicates={d.policy})",
             *(f"    {example}" for example in d.examples),
         ]
+        if self.relabels.count:
+            lines.append(f"  relabels: {self.relabels.summary()}")
+            lines += [f"    {example}" for example in self.relabels.examples]
         if self.new_labels:
             lines.append(f"  new labels: {', '.join(self.new_labels)}")
         lines += [f"  warning: {warning}" for warning in self.warnings]
@@ -216,12 +244,18 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
     key = ws.next_key(name)
 
     data = _read_source(source)
-    rows = _parse(source, data, name, int(cfg["max_text_bytes"]))
+    rows = _parse(source, data, name, int(cfg["max_text_bytes"]), cfg.get("max_label_chars", MAX_LABEL_CHARS))
     earlier_texts, earlier_labels = _earlier_arrivals(ws, old_keys)
-    kept, duplicates = _dedupe(rows, earlier_texts, cfg["duplicates"])
+    kept, corrected, duplicates, relabels = _dedupe(rows, earlier_texts, cfg["duplicates"], cfg.get("relabels", "keep"))
+    if not kept and corrected:
+        raise _error(source, None, f"all {len(corrected)} rows kept are relabelled texts of earlier arrivals: an "
+                     "arrival needs new texts too, for its test split (relabels are train rows only)")
     _check_label_counts(source, kept, cfg["min_per_label"], duplicates.dropped)
     train, test = stratified_split(kept, cfg["test_fraction"], random.Random(f"{params['seed']}:{key}"))
-    warnings = _warnings(kept, earlier_labels, int(params["model"]["max_length"]))
+    train = sorted(train + corrected, key=lambda r: r.id)
+    warnings = _warnings(train + test, earlier_labels, int(params["model"]["max_length"]))
+    if relabels.count and relabels.policy == "drop":
+        warnings.append(relabels.summary())
 
     label_counts = {
         split: dict(sorted(Counter(r.label for r in part).items())) for split, part in zip(SPLITS, (train, test))
@@ -235,6 +269,7 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
         "rows": {"read": len(rows), "kept": len(kept), "train": len(train), "test": len(test)},
         "labels": label_counts,
         "duplicates": dataclasses.asdict(duplicates),
+        "relabels": dataclasses.asdict(relabels),
         "seed": params["seed"],
         "test_fraction": cfg["test_fraction"],
         "warnings": warnings,
@@ -254,8 +289,9 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
         test=len(test),
         label_counts=label_counts,
         duplicates=duplicates,
-        new_labels=sorted({r.label for r in kept} - earlier_labels),
+        new_labels=sorted({r.label for r in train + test} - earlier_labels),
         warnings=warnings,
+        relabels=relabels,
     )
 
 
@@ -326,6 +362,11 @@ def _check_params(cfg: dict[str, Any]) -> None:
         raise ValueError(f"params: ingest.max_text_bytes must be a positive integer, not {cfg.get('max_text_bytes')!r}")
     if cfg["duplicates"] not in ("drop", "keep"):
         raise ValueError(f"params: ingest.duplicates must be drop or keep, not {cfg['duplicates']!r}")
+    max_label = cfg.get("max_label_chars", MAX_LABEL_CHARS)
+    if isinstance(max_label, bool) or not isinstance(max_label, int) or max_label < 1:
+        raise ValueError(f"params: ingest.max_label_chars must be a positive integer, not {max_label!r}")
+    if cfg.get("relabels", "keep") not in ("drop", "keep"):
+        raise ValueError(f"params: ingest.relabels must be keep or drop, not {cfg['relabels']!r}")
     if not 0 < cfg["test_fraction"] < 1:
         raise ValueError(f"params: ingest.test_fraction must be between 0 and 1, not {cfg['test_fraction']!r}")
 
@@ -427,7 +468,12 @@ def _jsonl_records(source: Path, text: str) -> Iterator[tuple[int, dict[str, Any
         yield line, obj
 
 
-def _row(source: Path, line: int, record: dict[str, Any], name: str, max_bytes: int) -> Row:
+def _blank(text: str) -> bool:
+    """Nothing a reader would see: empty, or only whitespace and characters drawn as nothing."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in _BLANKS.sub("", text))
+
+
+def _row(source: Path, line: int, record: dict[str, Any], name: str, max_bytes: int, max_label: int) -> Row:
     text, label, id_ = record["text"], record["label"], record.get("id")
     if not isinstance(text, str):
         raise _error(source, line, "`text` must be a string")
@@ -439,18 +485,26 @@ def _row(source: Path, line: int, record: dict[str, Any], name: str, max_bytes: 
     text, label = text.replace("\r\n", "\n").replace("\r", "\n").strip(), str(label).strip()
     if not text:
         raise _error(source, line, "empty text")
-    if not INVISIBLE.sub("", text).strip():
+    if _blank(text):
         raise _error(source, line, "empty text (only invisible characters such as zero-width spaces)")
     size = len(text.encode("utf-8"))
     if size > max_bytes:  # long texts are kept (the model reads their start); only absurd ones are refused
         raise _error(source, line, f"text is {size} bytes long; ingest.max_text_bytes is {max_bytes}")
-    if not label or not INVISIBLE.sub("", label).strip():
+    if not label:
         raise _error(source, line, "empty label")
+    if _blank(label):
+        raise _error(source, line, f"empty label {_quoted(label)}: only invisible characters such as zero-width "
+                     "spaces")
+    # One spelling per label: "café" typed (NFC) and "café" from a macOS export (NFD) look the same and are one class.
+    label = unicodedata.normalize("NFC", label)
+    if len(label) > max_label:
+        raise _error(source, line, f"label is {len(label)} characters long ({_quoted(label)}); ingest.max_label_chars "
+                     f"is {max_label}: a label names a class")
     id_ = "" if id_ is None else str(id_).strip()
     return Row(id=id_ or f"{name}-{line}", text=text, label=label, line=line)
 
 
-def _parse(source: Path, data: bytes, name: str, max_bytes: int) -> list[Row]:
+def _parse(source: Path, data: bytes, name: str, max_bytes: int, max_label: int = MAX_LABEL_CHARS) -> list[Row]:
     text = _decode(source, data)
     if not text.strip():
         raise _error(source, None, "the file is empty")
@@ -462,7 +516,7 @@ def _parse(source: Path, data: bytes, name: str, max_bytes: int) -> list[Row]:
     rows: list[Row] = []
     first_line: dict[str, int] = {}
     for line, record in records:
-        row = _row(source, line, record, name, max_bytes)
+        row = _row(source, line, record, name, max_bytes, max_label)
         if row.id in first_line:
             raise _error(source, line, f"duplicate id {row.id!r} (first on line {first_line[row.id]})")
         first_line[row.id] = line
@@ -481,7 +535,7 @@ def _warnings(rows: list[Row], earlier_labels: set[str], max_length: int) -> lis
     warnings = []
     spellings: dict[str, set[str]] = defaultdict(set)
     for label in {r.label for r in rows} | earlier_labels:
-        spellings[INVISIBLE.sub("", label).casefold()].add(label)
+        spellings[unicodedata.normalize("NFC", INVISIBLE.sub("", label)).casefold()].add(label)
     ours = {r.label for r in rows}
     for group in sorted(sorted(g) for g in spellings.values() if len(g) > 1 and g & ours):
         warnings.append(f"labels that differ only in case or invisible characters: {', '.join(map(_quoted, group))}"
@@ -498,35 +552,48 @@ def _normalised(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _earlier_arrivals(ws: Workspace, keys: list[str]) -> tuple[set[str], set[str]]:
-    texts: set[str] = set()
+def _earlier_arrivals(ws: Workspace, keys: list[str]) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """(normalised text -> (its latest label, the arrival that gave it), every label) of the arrivals ``keys``."""
+    texts: dict[str, tuple[str, str]] = {}
     labels: set[str] = set()
     for key in keys:
         if not ws.arrival_dir(key).is_dir():
             raise ArrivalError(f"arrival {key} is missing from data/arrivals/: run `dvc checkout` or `dvc pull`")
         for split in SPLITS:
             for row in read_split(ws, key, split):
-                texts.add(_normalised(row["text"]))
+                texts[_normalised(row["text"])] = (row["label"], key)  # a later arrival's label is the latest
                 labels.add(row["label"])
     return texts, labels
 
 
-def _dedupe(rows: list[Row], earlier: set[str], policy: str) -> tuple[list[Row], Duplicates]:
-    dups = Duplicates(policy=policy)
+def _dedupe(rows: list[Row], earlier: dict[str, tuple[str, str]], policy: str,
+            relabel_policy: str) -> tuple[list[Row], list[Row], Duplicates, Relabels]:
+    """(rows to split, relabelled rows for train only, duplicates, relabels)."""
+    dups, relabels = Duplicates(policy=policy), Relabels(policy=relabel_policy)
     first: dict[str, Row] = {}
     kept: list[Row] = []
+    corrected: list[Row] = []
     for row in rows:
         norm = _normalised(row.text)
-        if norm in earlier:
-            dups.seen_before += 1
-            note = f"line {row.line} is already in an earlier arrival: {row.text[:60]!r}"
-        elif norm in first:
+        if norm in first:  # checked first: a relabel repeated within the file is a repeat, not a second relabel
             dups.within_file += 1
             original = first[norm]
             note = f"line {row.line} repeats line {original.line}"
             if original.label != row.label:
                 dups.conflicting_labels += 1
                 note += f" with label {row.label!r} instead of {original.label!r}"
+        elif norm in earlier and earlier[norm][0] != row.label:
+            relabels.count += 1
+            old, key = earlier[norm]
+            if len(relabels.examples) < EXAMPLES_SHOWN:
+                relabels.examples.append(f"line {row.line}: {row.text[:60]!r} was {old!r} in {key}, now {row.label!r}")
+            if relabel_policy == "keep":
+                first[norm] = row
+                corrected.append(row)
+            continue
+        elif norm in earlier:
+            dups.seen_before += 1
+            note = f"line {row.line} is already in an earlier arrival: {row.text[:60]!r}"
         else:
             first[norm] = row
             kept.append(row)
@@ -537,7 +604,7 @@ def _dedupe(rows: list[Row], earlier: set[str], policy: str) -> tuple[list[Row],
             dups.dropped += 1
         else:
             kept.append(row)
-    return kept, dups
+    return kept, corrected, dups, relabels
 
 
 def _check_label_counts(source: Path, rows: list[Row], min_per_label: int, dropped: int) -> None:

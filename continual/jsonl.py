@@ -36,6 +36,9 @@ def parse_lines(text: str, source: str | Path) -> Iterator[tuple[int, Any]]:
             value = json.loads(raw)
         except json.JSONDecodeError as e:
             raise JsonlError(source, line, f"not valid JSON: {e.msg} (column {e.colno})") from None
+        except ValueError:  # json turns a number of over sys.get_int_max_str_digits() digits into an int: refused
+            raise JsonlError(source, line, f"a number of more than {sys.get_int_max_str_digits()} digits, too long "
+                             "to read (a label or id that long is no label or id)") from None
         except RecursionError:  # json's decoder recurses once per level: [[[[... 100,000 deep overflows it
             raise JsonlError(source, line, "not valid JSON here: nested too deeply (arrays or objects "
                              f"more than ~{sys.getrecursionlimit() - 50} levels deep)") from None

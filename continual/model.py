@@ -8,6 +8,7 @@ Labels only ever grow: a new label gets the next id, old ids never move (class-i
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from service.pooled import LegacyModelFolder, PooledClassifier, load_encoder, se
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-__all__ = ["LegacyModelFolder", "PooledClassifier", "base_model_path", "new_classifier", "load_classifier",
+# Their position ids start after the padding index: pad_token_id + 1 of max_position_embeddings are never a token's.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
+
+__all__ = ["LegacyModelFolder", "PooledClassifier", "base_model_path", "check_max_length", "new_classifier",
+           "load_classifier",
            "grow_head", "forward_sorted", "embed_rows", "set_prototype_rows", "LogitsOnly", "make_tiny_model"]
 
 
@@ -34,8 +39,32 @@ def base_model_path(base: str) -> Path:
     return path
 
 
+def encoder_limit(base: str | Path) -> int | None:
+    """The most tokens the encoder at ``base`` reads (its learned position embeddings); None if it names none."""
+    config = json.loads((Path(base) / "config.json").read_text())
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or config.get("position_biased_input") is False:  # relative positions only
+        return None
+    if config.get("model_type") in _OFFSET_POSITIONS:
+        positions -= int(config.get("pad_token_id") or 0) + 1
+    return positions
+
+
+def check_max_length(base: str | Path, max_length: object) -> None:
+    """Refuse a model.max_length the encoder cannot read, before any training (it would fail in the middle of
+    a round with torch's "size of tensor a must match the size of tensor b")."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"params: model.max_length must be an integer of at least 2 tokens, not {max_length!r}")
+    limit = encoder_limit(base)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"params: model.max_length is {max_length}, over the encoder's limit of {limit} tokens "
+                         f"(max_position_embeddings of {Path(base) / 'config.json'}): set model.max_length to "
+                         f"{limit} or less")
+
+
 def new_classifier(base: str | Path, labels: list[str], max_length: int) -> tuple[PooledClassifier, object]:
     """The pretrained encoder at ``base`` with an empty head for ``labels``, pooled as its own config says."""
+    check_max_length(base, max_length)
     pooling, normalize = sentence_transformers_pooling(base)
     model = PooledClassifier(load_encoder(base), labels, pooling, normalize, max_length=max_length)
     torch.nn.init.zeros_(model.head.weight)

@@ -36,6 +36,11 @@ INGEST_JOURNAL = ".continual/ingest-journal.json"  # what an ingest writing now 
 FINISHED_ROUND = ".continual/finished-round"  # the last round `continual round` finished, as hard links
 ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round depends on: continual.round's, dvc.yaml's
 REPAIR_HINT = "repair: run `continual repair`, then `dvc repro`"
+MARKER = "stream.yaml"  # every workspace has one at its root: dvc.yaml reads it (vars), and no subfolder holds one
+
+
+class NotAWorkspace(LookupError):
+    """A command that needs a workspace was run outside one."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,17 @@ class Workspace:
     @classmethod
     def at(cls, root: str | Path = ".") -> "Workspace":
         return cls(Path(root).resolve())
+
+    @classmethod
+    def find(cls, start: str | Path = ".") -> "Workspace":
+        """The workspace that holds ``start``: the nearest folder at or above it with stream.yaml, the way git
+        finds .git, so a command run from data/ or deeper acts on the workspace, not on a new one there."""
+        here = Path(start).resolve()
+        for folder in (here, *here.parents):
+            if (folder / MARKER).is_file():
+                return cls(folder)
+        raise NotAWorkspace(f"{here} is not in a continual workspace (no {MARKER} there or in any folder above it); "
+                            "run this inside one, pass -C WORKSPACE, or create one with `continual init DIR`")
 
     # -- files at the root -------------------------------------------------------------------
     @property

@@ -1,4 +1,5 @@
-"""λ chosen from the running sums: the evidence formula, against scikit-learn's RidgeCV, and as a round metric."""
+"""λ chosen from the running sums: GCV and the evidence against their definitions on the rows, against
+scikit-learn's RidgeCV, and as a round metric."""
 import json
 import math
 
@@ -38,6 +39,22 @@ def test_evidence_from_the_sums_equals_the_marginal_likelihood_from_the_rows(row
     direct = torch.tensor([log_marginal(xb, y, float(lam)) for lam in grid], dtype=torch.float64)
     # equal up to a constant that does not depend on λ
     assert torch.allclose(ours - ours[0], direct - direct[0], atol=1e-6), (ours - ours[0], direct - direct[0])
+
+
+@pytest.mark.parametrize("rows", [20, 200])
+def test_gcv_from_the_sums_equals_gcv_from_the_rows(rows):
+    generator = torch.Generator().manual_seed(rows + 1)
+    x = torch.randn(rows, 30, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 3, (rows,), generator=generator)
+    gram, xty = sums(x, targets, 3)
+    grid = torch.tensor([0.01, 0.3, 1.0, 10.0, 300.0], dtype=torch.float64)
+    xb, y = with_bias(x), torch.nn.functional.one_hot(targets, 3).double()
+    direct = []
+    for lam in grid:
+        hat = xb @ torch.linalg.solve(xb.T @ xb + lam * torch.eye(31, dtype=torch.float64), xb.T)
+        rss = float(((y - hat @ y) ** 2).sum())
+        direct.append(-rss / (rows - float(torch.trace(hat))) ** 2)
+    assert torch.allclose(scores(gram, xty, "gcv", grid, floor=False), torch.tensor(direct, dtype=torch.float64), rtol=1e-6)
 
 
 def blobs(rows: int, dims: int, classes: int, seed: int, spread: float = 2.5):

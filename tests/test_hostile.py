@@ -94,6 +94,51 @@ def test_workspace_key_checks_raise_lookup_error(tmp_path):
             call("../x")
 
 
+# -- where a command runs: the workspace is found upwards, as git finds its repository ---------------
+
+
+def test_ingest_from_a_subfolder_registers_in_the_workspace(capsys, monkeypatch, tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    (ws.root / "data").mkdir()
+    source = write_csv(tmp_path / "in" / "tweets.csv", labelled(5))
+    monkeypatch.chdir(ws.root / "data")
+    assert cli.main(["ingest", "../../in/tweets.csv", "--name", "tweets"]) == 0  # relative to data/
+    assert "Registered 0001-tweets" in capsys.readouterr().out
+    assert ws.stream() == ["0001-tweets"] and ws.arrival_split_file("0001-tweets", "train").is_file()
+    assert not (ws.root / "data" / "data").exists() and not (ws.root / "data" / "stream.yaml").exists()
+
+    deeper = ws.arrival_dir("0001-tweets")  # three levels down, inside an arrival
+    monkeypatch.chdir(deeper)
+    before = sorted(p.name for p in deeper.iterdir())
+    write_csv(tmp_path / "in" / "movies.csv", labelled(5, prefix="movie"))
+    assert cli.main(["ingest", os.path.relpath(tmp_path / "in" / "movies.csv"), "--name", "movies"]) == 0
+    assert ws.stream() == ["0001-tweets", "0002-movies"]
+    assert cli.main(["verify"]) == 0 and (ws.root / ".continual" / "verified").is_file()
+    assert cli.main(["status"]) == 0 and "not trained yet: 0001-tweets, 0002-movies" in capsys.readouterr().out
+    assert sorted(p.name for p in deeper.iterdir()) == before  # nothing written where the commands ran
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["-C", "ws/data/arrivals", "status"]) == 0  # -C names a folder in the workspace too
+    assert "0002-movies" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["ingest", "../in.csv", "--name", "x"], ["status"], ["verify"], ["report"], ["round", "0001-x"], ["track"],
+    ["promote", "0001-x"], ["rollback"], ["merge", "0001-x", "out"], ["repair"], ["capture", "export", "out.csv"],
+    ["drift"], ["compare"],
+])
+def test_a_workspace_command_outside_a_workspace_is_refused_with_exit_1(capsys, monkeypatch, tmp_path, argv):
+    here = tmp_path / "not-a-workspace" / "data"
+    here.mkdir(parents=True)
+    write_csv(tmp_path / "not-a-workspace" / "in.csv", labelled(5))
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(here)
+    code, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert_one_line(err, argv[0])
+    assert f"{here} is not in a continual workspace (no stream.yaml there or in any folder above it)" in err
+    assert snapshot(tmp_path) == before
+
+
 # -- how the CLI reports errors ------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,60 @@ def test_duplicates_are_reported_and_dropped_or_kept(ws, params, tmp_path, polic
     assert "1 seen in earlier arrivals" in report.summary()
 
 
+def test_a_text_back_with_another_label_is_a_relabel_kept_as_a_train_row(ws, params, tmp_path):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    rows = labelled(5, prefix="fresh") + [
+        ("review neg number 0", "pos"),  # line 12: a correction
+        ("  REVIEW neg   number 1", "pos"),  # line 13: a correction, other case and spacing
+        ("review pos number 0", "pos"),  # the same label: a duplicate
+        ("review neg number 0", "pos"),  # line 15: repeats line 12
+    ]
+    report = ingest_file(ws, write_csv(tmp_path / "2.csv", rows), "movies", params)
+
+    r, d = report.relabels, report.duplicates
+    assert (r.count, d.seen_before, d.within_file, d.dropped) == (2, 1, 1, 2)
+    assert r.examples == ["line 12: 'review neg number 0' was 'neg' in 0001-tweets, now 'pos'",
+                          "line 13: 'REVIEW neg   number 1' was 'neg' in 0001-tweets, now 'pos'"]
+    summary = report.summary()
+    assert "relabels: 2 texts of earlier arrivals came back with another label: kept as train rows" in summary
+    assert r.examples[0] in summary
+    train = {row["text"]: row["label"] for row in read_split(ws, report.key, "train")}
+    test = {row["text"] for row in read_split(ws, report.key, "test")}
+    assert train["review neg number 0"] == "pos" and train["REVIEW neg   number 1"] == "pos"
+    assert not {"review neg number 0", "REVIEW neg   number 1"} & test  # never tested on a text seen before
+    assert (report.train, report.test) == (10, 2)
+    assert json.loads(ws.arrival_record_file(report.key).read_text())["relabels"]["count"] == 2
+
+    # The latest label is the one compared: the same correction again is a duplicate, undoing it a relabel.
+    back = labelled(5, prefix="third") + [("review neg number 0", "neg"), ("review neg number 1", "pos")]
+    third = ingest_file(ws, write_csv(tmp_path / "3.csv", back), "news", params)
+    assert (third.relabels.count, third.duplicates.seen_before) == (1, 1)
+    assert third.relabels.examples == ["line 12: 'review neg number 0' was 'pos' in 0002-movies, now 'neg'"]
+
+
+def test_relabels_dropped_by_params_are_a_warning(ws, params, tmp_path):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    params["ingest"]["relabels"] = "drop"
+    rows = labelled(5, prefix="fresh") + [("review neg number 0", "pos")]
+    report = ingest_file(ws, write_csv(tmp_path / "2.csv", rows), "movies", params)
+    assert report.relabels.count == 1 and report.train + report.test == 10
+    assert any("1 texts of earlier arrivals came back with another label: DROPPED" in w for w in report.warnings)
+    assert "warning: 1 texts of earlier arrivals came back" in report.summary()
+    params["ingest"]["relabels"] = "newest"
+    with pytest.raises(ValueError, match="ingest.relabels must be keep or drop, not 'newest'"):
+        ingest_file(ws, write_csv(tmp_path / "3.csv", labelled(5, prefix="x")), "news", params)
+
+
+def test_a_file_of_only_relabels_is_refused_and_nothing_changes(ws, params, tmp_path):
+    ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
+    source = write_csv(tmp_path / "2.csv", [(f"review neg number {i}", "pos") for i in range(5)])
+    before = snapshot(ws.root)
+    with pytest.raises(ArrivalError, match="all 5 rows kept are relabelled texts of earlier arrivals") as caught:
+        ingest_file(ws, source, "movies", params)
+    assert str(source) in str(caught.value)
+    assert snapshot(ws.root) == before
+
+
 # -- bad files: rejected, the workspace untouched ------------------------------------------------
 
 LONG = "x" * 1_000_001
@@ -212,6 +267,16 @@ BAD_FILES = {
     "duplicate_column": ("a.csv", b"text,text,label\na,b,pos\n", ["line 1", "names a column twice", "'text'"]),
     "invisible_text": ("a.csv", "text,label\nhi,pos\n\u200b\u2060 \ufeff,pos\n".encode(), ["line 3", "empty text", "invisible"]),
     "invisible_label": ("a.csv", "text,label\nhi,pos\nho,\u200d\n".encode(), ["line 3", "empty label"]),
+    "invisible_only_label": ("a.jsonl", '{"text": "hi", "label": "pos"}\n{"text": "ho", "label": "\u200b\u2060\ufeff"}\n'
+                             .encode(), ["line 2", "empty label", "only invisible characters"]),
+    "blank_letters_label": ("a.csv", "text,label\nhi,pos\nho,\u00ad\u200e\u3164\ufe0f\u2800\n".encode(),
+                            ["line 3", "empty label", "only invisible characters"]),
+    "label_5000_digits": ("a.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": ' + b"9" * 5000 + b"}\n",
+                          ["line 2", "a number of more than 4300 digits"]),
+    "label_200_digits": ("a.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": ' + b"9" * 200 + b"}\n",
+                         ["line 2", "label is 200 characters long", "ingest.max_label_chars is 100"]),
+    "label_too_long": ("a.csv", f"text,label\nhi,pos\nho,{'x' * 5000}\n".encode(),
+                       ["line 3", "label is 5000 characters long", "max_label_chars"]),
     "lone_surrogate": ("a.jsonl", b'{"text": "a", "label": "p"}\n{"text": "b \\ud800", "label": "p"}\n',
                        ["line 2", "lone surrogate"]),
     "json_array": ("a.json", json.dumps([{"text": f"t{i} " * 40, "label": "p"} for i in range(50)]).encode(),
@@ -292,6 +357,31 @@ def test_labels_that_differ_only_in_case_are_a_warning(ws, params, tmp_path):
     assert len(report.warnings) == 2
     record = json.loads(ws.arrival_record_file(report.key).read_text())
     assert record["warnings"] == report.warnings
+
+
+def test_labels_are_stored_in_nfc_one_class_for_two_spellings(ws, params, tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "caf\u00e9"), unicodedata.normalize("NFD", "caf\u00e9")
+    assert nfc != nfd
+    rows = [(f"order {i}", nfc if i % 2 else nfd) for i in range(8)] + labelled(4)
+    report = ingest_file(ws, write_csv(tmp_path / "1.csv", rows), "tweets", params)
+    assert report.new_labels == ["caf\u00e9", "neg", "pos"] and report.warnings == []
+    stored = {row["label"] for split in ("train", "test") for row in read_split(ws, report.key, split)}
+    assert stored == {nfc, "neg", "pos"}
+    assert report.label_counts["train"][nfc] + report.label_counts["test"][nfc] == 8
+    later = ingest_file(ws, write_csv(tmp_path / "2.csv", [(f"menu {i}", nfd) for i in range(4)]), "movies", params)
+    assert later.new_labels == [] and set(later.label_counts["train"]) == {nfc}
+
+
+def test_the_label_length_limit_is_a_param(ws, params, tmp_path):
+    params["ingest"]["max_label_chars"] = 3
+    source = write_csv(tmp_path / "1.csv", labelled(3, ("neg", "posi")))
+    before = snapshot(ws.root)
+    with pytest.raises(ArrivalError, match=re.escape(f"{source}: line 5: label is 4 characters long ('posi')")):
+        ingest_file(ws, source, "tweets", params)
+    params["ingest"]["max_label_chars"] = 0
+    with pytest.raises(ValueError, match="ingest.max_label_chars must be a positive integer, not 0"):
+        ingest_file(ws, source, "tweets", params)
+    assert snapshot(ws.root) == before
 
 
 # -- a failure after writing started is rolled back ----------------------------------------------

@@ -50,6 +50,7 @@ def test_blank_lines_and_crlf_are_tolerated(tmp_path):
     (b'{"a": 1}\n{"a": "\xff"}\n', 2, "not UTF-8"),
     (b'{"a": 1}\n\n{"a": "x \\ud800 y"}\n', 3, "lone surrogate"),
     (b'{"a": "\xe2\x80\xa8"}\n{"a": "\\udc00"}\n', 2, "lone surrogate"),
+    (b'{"a": 1}\n{"a": ' + b"7" * 5000 + b'}\n', 2, "a number of more than 4300 digits"),
 ])
 def test_errors_name_the_file_and_the_line(tmp_path, content, line, problem):
     path = tmp_path / "bad.jsonl"

@@ -119,3 +119,53 @@ def test_a_round_continuing_from_a_pre_pooling_round_folder_says_rerun_from_roun
     with pytest.raises(LegacyModelFolder, match="from round 1"):
         run_round(ws, second, tiny_params(tiny_model_dir, "naive", epochs=1))
     assert not ws.round_dir(second).exists()
+
+
+def test_max_length_over_the_encoders_limit_is_refused_naming_param_value_and_limit(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"model\.max_length is 1000, over the encoder's limit of 512 tokens "
+                                         r"\(max_position_embeddings of .*config\.json\): set model\.max_length to 512"):
+        new_classifier(tiny_model_dir, ["a", "b"], 1000)
+    with pytest.raises(ValueError, match="model.max_length must be an integer of at least 2 tokens, not 0"):
+        new_classifier(tiny_model_dir, ["a", "b"], 0)
+    model, _ = new_classifier(tiny_model_dir, ["a", "b"], 512)  # the limit itself is fine
+    assert model.max_length == 512
+
+
+@pytest.mark.parametrize("config, limit", [
+    ({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}, 512),
+    ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 512),  # ids start at pad + 1
+    ({"model_type": "deberta-v2", "max_position_embeddings": 512, "position_biased_input": False}, None),
+    ({"model_type": "t5"}, None),
+])
+def test_the_encoders_limit_is_read_from_its_config(tmp_path, config, limit):
+    from continual.model import encoder_limit
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert encoder_limit(tmp_path) == limit
+
+
+def test_a_round_with_max_length_over_the_limit_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    from continual import cli
+    from continual.round import run_round
+    from test_ingest import snapshot
+    from test_strategies import build_stream, tiny_params
+
+    ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=6, n_test=2)
+    first, second = ws.stream()
+    with pytest.raises(ValueError, match="model.max_length is 1000"):  # round 1 builds the model: refused there
+        run_round(ws, first, {**tiny_params(tiny_model_dir, "naive", epochs=1), "model": {
+            **tiny_params(tiny_model_dir, "naive")["model"], "max_length": 1000}})
+    assert not ws.round_dir(first).exists()
+    run_round(ws, first, tiny_params(tiny_model_dir, "naive", epochs=1))
+
+    # Round 2 loads round 1's model rather than building one: `continual round` checks the params first.
+    ws.params_file.write_text(yaml.safe_dump({"model": {"base": str(tiny_model_dir), "max_length": 1000}}))
+    before = snapshot(ws.root)
+    capsys.readouterr()
+    assert cli.main(["-C", str(ws.root), "round", second]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("continual round: error: params: model.max_length is 1000, over the encoder's limit of "
+                          "512 tokens") and err.count("\n") == 1 and "Traceback" not in err
+    assert snapshot(ws.root) == before and not ws.round_dir(second).exists()

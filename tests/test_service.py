@@ -2,6 +2,7 @@
 every refusal. Registry behaviour: test_service_registry.py; real gunicorn: test_service_gunicorn.py."""
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import struct
@@ -169,6 +170,25 @@ def test_predict_refuses_bad_input(client, body, status, message):
     response = client.post("/predict", data=body, content_type="application/json")
     assert response.status_code == status
     assert response.is_json and message in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/predict", {"texts": ["a lovely film"]}),
+    (f"/v2/models/{NAME}/infer", infer_body(["a lovely film"])),
+])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "identity, gzip"])
+def test_a_compressed_body_is_415_naming_the_coding(client, path, body, coding):
+    data = json.dumps(body).encode()
+    sent = gzip.compress(data) if "gzip" in coding else data
+    response = client.post(path, data=sent, content_type="application/json", headers={"Content-Encoding": coding})
+    assert response.status_code == 415 and response.is_json
+    unsupported = coding.replace("identity, ", "")
+    assert response.get_json()["error"] == f"Content-Encoding {unsupported} is not supported: send the body uncompressed"
+    assert response.headers["Accept-Encoding"] == "identity"
+    plain = client.post(path, data=data, content_type="application/json", headers={"Content-Encoding": "identity"})
+    assert plain.status_code == 200
+    missing = client.post("/no/such/route", data=sent, headers={"Content-Encoding": coding})
+    assert missing.status_code == 404 and missing.is_json
 
 
 def test_wrong_method_and_unknown_route_are_json(client):

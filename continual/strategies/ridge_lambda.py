@@ -1,25 +1,25 @@
 """λ for a ridge head, chosen from the running sums alone (XᵀX, XᵀY and the row count): no stored rows.
 
-``strategy.ridge.lambda: auto`` picks, over a log grid, the λ of largest Bayesian evidence (MacKay 1992;
-the marginal likelihood of the targets under a Gaussian prior on the weights, noise variance at its optimum).
-From the eigendecomposition G = V diag(s) Vᵀ of the Gram matrix and C = Vᵀ XᵀY, each λ costs O(d·K):
+``strategy.ridge.lambda: auto`` picks, over a log grid, the λ of least generalised cross-validation error
+(Golub, Heath and Wahba 1979), RSS(λ) / (n − df(λ))² with df(λ) = Σᵢ sᵢ/(sᵢ+λ). From the eigendecomposition
+G = V diag(s) Vᵀ of the Gram matrix and C = Vᵀ XᵀY, each λ costs O(d·K):
 
-    E(λ)        = ΣY² − Σᵢₖ cᵢₖ² / (sᵢ + λ)                  (residual plus λ·|W|², summed over the K outputs)
-    log p(Y|λ)  = K/2 · Σᵢ log(λ / (sᵢ + λ)) − nK/2 · log E(λ) + const
+    RSS(λ) = ΣY² − Σᵢₖ cᵢₖ² (sᵢ + 2λ) / (sᵢ + λ)²
 
-Generalised cross-validation (``gcv``: RSS(λ) / (n − df(λ))², df = Σ sᵢ/(sᵢ+λ)) is kept for comparison. With
-fewer rows than dimensions both criteria lose their hold as λ → 0: GCV's RSS and n − df both go to 0, and the
-evidence goes flat (each of the n fitted directions adds log λ to one term and takes it from the other). So a
-λ is only eligible while the fit spends at most a quarter of the rows on degrees of freedom (df(λ) ≤ n/4): a
-floor that follows the row count and never binds once rows are plentiful (docs/benchmarks.md, "λ from the
-sums"). One-hot targets, or class-balanced weights that sum to n, make ΣY² the bias entry of the Gram matrix.
+With fewer rows than dimensions GCV degenerates on its own (RSS and n − df both go to 0 as λ → 0, and it
+picks the smallest λ), so a λ is only eligible while the fit spends at most a quarter of the rows on degrees
+of freedom, df(λ) ≤ n/4: a floor that follows the row count and never binds once rows are plentiful. The
+Bayesian evidence (``evidence``, MacKay 1992: K/2·Σᵢ log(λ/(sᵢ+λ)) − nK/2·log(ΣY² − Σᵢₖ cᵢₖ²/(sᵢ+λ))) is kept
+beside it: under the same floor it chose the same λ or a worse one on every stream measured
+(docs/benchmarks.md, "λ from the sums"). One-hot targets, or class-balanced weights that sum to n, make ΣY²
+the bias entry of the Gram matrix.
 """
 from __future__ import annotations
 
 import torch
 
 GRID = torch.logspace(-3, 4, 29, dtype=torch.float64)  # 0.001 .. 10,000, four points a decade
-CRITERIA = ("evidence", "gcv")
+CRITERIA = ("gcv", "evidence")
 MAX_DF_SHARE = 0.25  # eligible λ: degrees of freedom at most this share of the rows
 
 
@@ -33,7 +33,7 @@ def parse_lambda(value) -> float | None:
     return lam
 
 
-def scores(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "evidence", grid: torch.Tensor = GRID,
+def scores(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "gcv", grid: torch.Tensor = GRID,
            floor: bool = True) -> torch.Tensor:
     """The criterion at each λ of ``grid`` (higher is better), for features whose last column is the constant 1;
     with ``floor``, -inf where λ is not eligible (df(λ) > n/4)."""
@@ -60,7 +60,7 @@ def scores(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "evidence", g
     return torch.where(eligible, score, torch.tensor(-torch.inf, dtype=score.dtype))
 
 
-def choose_lambda(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "evidence",
+def choose_lambda(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "gcv",
                   grid: torch.Tensor = GRID) -> float:
     """The λ of ``grid`` that the criterion prefers for these sums."""
     return float(grid[int(torch.argmax(scores(gram, xty, criterion, grid)))])
