@@ -60,7 +60,7 @@ def scores(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "gcv", grid: 
     return torch.where(eligible, score, torch.tensor(-torch.inf, dtype=score.dtype))
 
 
-def choose_lambda(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "gcv",
-                  grid: torch.Tensor = GRID) -> float:
+def choose_lambda(gram: torch.Tensor, xty: torch.Tensor, criterion: str = "gcv", grid: torch.Tensor = GRID,
+                  floor: bool = True) -> float:
     """The λ of ``grid`` that the criterion prefers for these sums."""
-    return float(grid[int(torch.argmax(scores(gram, xty, criterion, grid)))])
+    return float(grid[int(torch.argmax(scores(gram, xty, criterion, grid, floor)))])
