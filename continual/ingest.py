@@ -473,7 +473,8 @@ def _blank(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in _BLANKS.sub("", text))
 
 
-def _row(source: Path, line: int, record: dict[str, Any], name: str, max_bytes: int, max_label: int) -> Row:
+def _row(source: Path, line: int, record: dict[str, Any], name: str, max_bytes: int,
+         max_label: int = MAX_LABEL_CHARS) -> Row:
     text, label, id_ = record["text"], record["label"], record.get("id")
     if not isinstance(text, str):
         raise _error(source, line, "`text` must be a string")

@@ -223,7 +223,7 @@ def reconcile(ws: Workspace, params: dict[str, Any]) -> dict[str, str]:
         last = RoundFolder.read(ws, keys[-1])
         parent_id = _lineage_run(client, experiment_id, ws, last.info)
         with tempfile.TemporaryDirectory() as tmp:
-            _draw_plots(ws, last, Path(tmp))
+            _draw_plots(ws, last, Path(tmp), params)
             for name in LINEAGE_PLOTS:
                 client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
     print(f"tracking: {len(keys)} rounds in the stream, {len(logged)} were missing from MLflow and are now logged")
@@ -307,7 +307,7 @@ def _log(client: "MlflowClient", experiment_id: str, ws: Workspace, folder: Roun
             metrics=scalars + _training_log(folder.path / "train_log.csv", now),
             params=[Param(name, value) for name, value in _flatten(info["params"]).items()],
         )
-        _draw_plots(ws, folder, Path(tmp))
+        _draw_plots(ws, folder, Path(tmp), params)
         client.log_artifacts(run_id, tmp, "plots")
         client.log_artifact(run_id, str(folder.path / "metrics.json"))
         client.log_artifact(run_id, str(folder.path / "round.json"))
@@ -442,8 +442,8 @@ def _git_commit(root: Path) -> str:
 
 
 # -- plots (matplotlib's Figure directly: no pyplot state, no display backend) --------------------------
-def _draw_plots(ws: Workspace, folder: RoundFolder, out: Path) -> None:
-    from continual.plots import plot_accuracy_matrix, plot_curves, plot_matrix
+def _draw_plots(ws: Workspace, folder: RoundFolder, out: Path, params: dict[str, Any]) -> None:
+    from continual.plots import CONFUSION_CLASSES, plot_accuracy_matrix, plot_confusion, plot_curves
 
     metrics = folder.metrics
     keys = metrics["arrivals"]
@@ -452,5 +452,6 @@ def _draw_plots(ws: Workspace, folder: RoundFolder, out: Path) -> None:
                for k in keys]
     plot_curves(history, out / "forgetting_curve.png")
     confusion = metrics["confusion"]
-    plot_matrix(confusion["matrix"], confusion["labels"], confusion["labels"],
-                f"confusion on {folder.key} (row: true, column: predicted)", None, out / "confusion_matrix.png")
+    plot_confusion(confusion["matrix"], confusion["labels"], f"confusion on {folder.key} (row: true, column: "
+                   "predicted)", out / "confusion_matrix.png",
+                   int((params.get("tracking") or {}).get("confusion_classes", CONFUSION_CLASSES)))

@@ -11,7 +11,7 @@ from service.api import about, admin, health, inference, metrics, monitoring, re
 from service.batching import MicroBatcher
 from service.body_drain import register_body_drain
 from service.config import load_config
-from service.errors import register_error_handlers
+from service.errors import ApiError, register_error_handlers
 from service.metrics import ServiceMetrics
 from service.model_holder import ReloadFailed
 from service.state import EXTENSION_KEY, ServiceState
@@ -48,10 +48,22 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = state
     register_error_handlers(app)
     register_body_drain(app)
+    app.before_request(_uncompressed_bodies_only)
     app.after_request(_options_as_json)
     for module in (inference, v2, repository, health, admin, metrics, monitoring, about):
         app.register_blueprint(module.blueprint)
     return app
+
+
+def _uncompressed_bodies_only() -> None:
+    """415 for a request whose body is sent compressed (Content-Encoding: gzip, deflate, br, ...): bodies are
+    read as sent, and a compressed one would fail later as "not valid JSON" (400), hiding the cause. RFC 7694:
+    the answer names the codings the server reads (Accept-Encoding). A route that does not exist stays a 404."""
+    codings = [c.strip().lower() for c in request.headers.get("Content-Encoding", "").split(",") if c.strip()]
+    unsupported = [c for c in codings if c != "identity"]
+    if unsupported and request.url_rule is not None:
+        raise ApiError(415, f"Content-Encoding {', '.join(unsupported)} is not supported: send the body "
+                       "uncompressed", headers={"Accept-Encoding": "identity"})
 
 
 def _options_as_json(response):

@@ -1,6 +1,7 @@
 """Checks on what clients send; each refusal is an ApiError with the status the API documents.
 
 400: the body is not JSON (or nested deeper than the parser's recursion limit). 413: the body has more bytes than max_body_bytes (werkzeug, before parsing).
+415: the body is compressed (a Content-Encoding other than identity; service.app refuses it before any route).
 422: JSON that breaks the documented schema: missing or unknown field, wrong type, an empty list, more
 texts than max_texts, a text longer than max_text_chars. (Too many texts is 422, not 413, because it is
 the schema's maxItems that is broken, as for any other schema violation; 413 stays a byte limit.)

@@ -154,9 +154,10 @@ def test_a_round_with_max_length_over_the_limit_is_refused_before_training(tiny_
 
     ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=6, n_test=2)
     first, second = ws.stream()
+    params = tiny_params(tiny_model_dir, "naive", epochs=1)
+    params["model"]["max_length"] = 1000
     with pytest.raises(ValueError, match="model.max_length is 1000"):  # round 1 builds the model: refused there
-        run_round(ws, first, {**tiny_params(tiny_model_dir, "naive", epochs=1), "model": {
-            **tiny_params(tiny_model_dir, "naive")["model"], "max_length": 1000}})
+        run_round(ws, first, params)
     assert not ws.round_dir(first).exists()
     run_round(ws, first, tiny_params(tiny_model_dir, "naive", epochs=1))
 
