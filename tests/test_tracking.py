@@ -48,6 +48,7 @@ def write_round(ws: Workspace, keys: list[str], r: int, rows: list[list[float]],
         "bwt": sum(row[j] - rows[j][j] for j in earlier) / r if r else None,
         "acc_before_update": 0.5 if r else None, "examples": 800, "examples_per_s": 31.2,
         "train_seconds": 51.0, "wall_seconds": 70.3, "buffer_size": 500,
+        "phase_seconds": {"load": 2.5, "train": 51.0, "export": 1.2}, "head_refit_lambda": 3.16,
         "confusion": {"labels": ["neg", "neu", "pos"], "matrix": [[5, 1, 0], [1, 4, 1], [0, 2, 6]]},
     }
     info = {
@@ -127,6 +128,8 @@ def test_round_runs_are_nested_and_hold_tags_params_metrics_artifacts(logged):
     metrics = run.data.metrics
     assert metrics["acc.0001-tweets"] == 0.74 and metrics["forgetting.0001-tweets"] == 0.06
     assert metrics["acc_before_update"] == 0.5 and metrics["buffer_size"] == 500
+    assert metrics["phase_seconds.load"] == 2.5 and metrics["phase_seconds.export"] == 1.2  # continual status --costs
+    assert metrics["head_refit_lambda"] == 3.16 and "ridge_lambda" not in metrics  # the λ the round chose
     loss = client.get_metric_history(run.info.run_id, "train.loss")
     assert [(m.step, round(m.value, 2)) for m in loss] == [(s, round(1.1 - 0.1 * s, 2)) for s in range(1, 6)]
     assert "acc_before_update" not in runs["0001-tweets"].data.metrics  # null in round 1
