@@ -60,6 +60,8 @@ bench-quick: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/forgetting.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/cost.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/trainer_speed.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/auto_lambda.py --quick
+	$(BENCH_ENV) $(PY) benchmarks/round_phases.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/overheads.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/quantized.py --quick
 	$(BENCH_ENV) $(PY) benchmarks/lora.py --quick
@@ -68,6 +70,8 @@ bench-quick: $(STAMP)
 # The timed benchmarks run alone; the two forgetting streams (accuracy, not time) then share the 2 cores.
 bench: $(STAMP)
 	$(BENCH_ENV) $(PY) benchmarks/trainer_speed.py
+	$(BENCH_ENV) $(PY) benchmarks/round_phases.py
+	$(BENCH_ENV) $(PY) benchmarks/auto_lambda.py
 	$(BENCH_ENV) $(PY) benchmarks/cost.py
 	$(BENCH_ENV) $(PY) benchmarks/overheads.py
 	$(BENCH_ENV) $(PY) benchmarks/forgetting.py --stream vader & vader=$$!; \

@@ -1,7 +1,8 @@
 """A ridge-regression head on the frozen encoder, solved from running sums (Gram matrix XᵀX and XᵀY).
 
 The sums over every arrival so far give exactly the head that joint training on frozen features would
-solve, so nothing is forgotten, and no text is kept. With ``projection_dim`` > 0 the embeddings first go
+solve: the encoder forgets nothing and no text is kept (an old class may still lose accuracy when new classes
+arrive, exactly as it would under joint training on the same features). With ``projection_dim`` > 0 the embeddings first go
 through a fixed random projection and a ReLU (RanPAC, McDonnell et al., NeurIPS 2023), which makes the
 classes more linearly separable; the projection is drawn once from the seed and stored with the sums.
 
