@@ -128,6 +128,7 @@ def tiny_workspace(root: Path, model_dir: Path) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["model"].update(base=str(model_dir), max_length=32)
     params["train"].update(epochs=1, batch_size=16)
+    params["strategy"].update(name="replay+ewc")  # the hostile texts must survive the replay buffer
     params["strategy"]["replay"]["mem_size"] = 20
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     return root

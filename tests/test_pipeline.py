@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from continual.params import load_params
+
 BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
 
@@ -98,7 +100,10 @@ def test_each_ingest_then_repro_trains_exactly_one_new_round(workspace, tmp_path
     shown = run(workspace, BIN / "dvc", "metrics", "show", "--json").stdout
     assert "avg_acc" in shown and "forgetting_avg" in shown
     status = run(workspace, BIN / "continual", "status").stdout
-    assert "0002-two" in status and "replay+ewc" in status
+    assert "0002-two" in status and load_params()["strategy"]["name"] in status  # the shipped default
+    costs = run(workspace, BIN / "continual", "status", "--costs").stdout.splitlines()
+    assert costs[0].split()[:3] == ["round", "strategy", "load"] and "train" in costs[0]
+    assert costs[1].startswith("0001-one") and costs[2].startswith("0002-two")
 
 
 def test_editing_an_earlier_arrival_reruns_it_and_every_later_round(workspace):
