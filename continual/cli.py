@@ -318,7 +318,8 @@ def cmd_drift(args) -> int:
 
 
 def monitoring_settings(ws, params: dict) -> dict[str, object]:
-    """params.yaml's monitoring section as the server's config keys (service.config.ServiceConfig)."""
+    """params.yaml's monitoring section and the serving timeouts as the server's config keys
+    (service.config.ServiceConfig)."""
     section = params.get("monitoring") or {}
     thresholds, capture = section.get("thresholds") or {}, section.get("capture") or {}
     settings = {"monitoring": section.get("enabled"), "monitoring_window": section.get("window"),
@@ -326,6 +327,8 @@ def monitoring_settings(ws, params: dict) -> dict[str, object]:
                 **{f"drift_{check}": value for check, value in thresholds.items()},
                 "capture_rate": capture.get("rate"), "capture_max_rows": capture.get("max_rows"),
                 "capture_dir": capture_folder(ws, params) if capture.get("rate") else None}
+    serving = params.get("serving") or {}  # slow clients: deadlines for a request's head and body
+    settings |= {key: serving.get(key) for key in ("read_header_timeout_s", "read_body_timeout_s")}
     return {key: value for key, value in settings.items() if value is not None}
 
 

@@ -69,7 +69,7 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
     seed_everything(int(params["seed"]) + index)
     rank, processes = distributed.rank(), distributed.world()
     adapter = adapters.adapter_kind(params)
-    if adapter != "none" and strategy.closed_form:
+    if adapter != "none" and strategy.closed_form and not strategy.keeps_encoder:
         raise ValueError(f"strategy {strategy.name} keeps the encoder frozen and trains no weights of it: "
                          f"model.adapter: {adapter} has nothing to adapt. Set model.adapter: none")
     labels = labels_in_order(ws, keys)

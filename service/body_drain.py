@@ -23,7 +23,10 @@ def drain_request_body(response: Response) -> Response:
         stream = request.stream  # werkzeug's view: already at its end if the route read the body
     except RequestEntityTooLarge:  # over max_body_bytes: werkzeug refused to open it, nothing was read
         stream = LimitedStream(request.environ["wsgi.input"], length)
-    while stream.read(CHUNK_BYTES):
+    try:
+        while stream.read(CHUNK_BYTES):
+            pass
+    except OSError:  # the socket's read timeout (service.gunicorn_worker): gunicorn closes the connection
         pass
     return response
 

@@ -40,6 +40,11 @@ class ServiceConfig:
     max_length: int = 128                 # tokens; longer texts are truncated and flagged
     model_name: str | None = None         # name on /v2/models/{name}; default: the registered model's name
     request_timeout_s: float = 30.0       # a request waiting longer than this on the batcher gets 503
+    # A client has this long to send its request's headers (from their first byte), then its body (from the
+    # end of the headers), else 408 and the connection closes. Requests are read in full before a thread
+    # serves them (service.gunicorn_worker), so slow clients cost no thread, only these seconds.
+    read_header_timeout_s: float = 10.0
+    read_body_timeout_s: float = 30.0
     backend: str = "auto"                 # auto | onnx-int8 | onnx | torch (service.backends)
     max_quantized_drop: float = 0.01      # auto on a folder no gate judged: int8 only within this of fp32
     compute_threads: int = 0              # intra-op threads per worker; 0 = the cores this process may use,
@@ -118,8 +123,9 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     if result.monitoring_min_texts > result.monitoring_window:
         raise ValueError(f"monitoring_min_texts ({result.monitoring_min_texts}) must not exceed monitoring_window "
                          f"({result.monitoring_window})")
-    if not result.monitoring_interval_s > 0:
-        raise ValueError("monitoring_interval_s must be above 0")
+    for name in ("monitoring_interval_s", "read_header_timeout_s", "read_body_timeout_s"):
+        if not getattr(result, name) > 0:
+            raise ValueError(f"{name} must be above 0")
     check_capture_settings(result.capture_rate, result.capture_max_rows, result.capture_dir)
     if result.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {result.backend!r}")

@@ -34,8 +34,8 @@ workers = int(os.environ.get("CONTINUAL_SERVE_WORKERS") or min(usable_cores(), 4
 threads = int(os.environ.get("CONTINUAL_SERVE_THREADS", "4"))  # > 1: concurrent requests can share a batch
 worker_class = "service.gunicorn_worker.ThreadWorker"  # gthread, minus a shutdown deadlock
 timeout = 120  # a worker loads its model while booting; MiniLM from a remote artifact store takes a while
-# A request takes well under a second. Gunicorn 26's graceful stop (SIGTERM) waits this long whenever
-# a client holds an idle keep-alive connection, so keep it short.
+# A request takes well under a second: a graceful stop (SIGTERM) waits at most this long for those in flight.
+# Idle keep-alive connections do not hold it up (service.gunicorn_worker closes them when the worker stops).
 graceful_timeout = 10
 accesslog = "-"
 # Gunicorn 26's control socket has one default path per user: two servers on a host would collide.
@@ -67,13 +67,21 @@ def check_multiproc_dir() -> list[Path]:
 
 
 def on_starting(server) -> None:
-    """Prometheus multiprocess files of an earlier run would be summed into this one's: remove them."""
+    """Before any worker: remove Prometheus multiprocess files of an earlier run (they would be summed into this
+    one's), and create a new SQLite MLflow database once, which racing workers would break."""
+    from service.config import load_config
+    from service.model_source import create_sqlite_stores
+
     try:
         stale = check_multiproc_dir()
+        # service.serve hands its config to gunicorn; `gunicorn service.wsgi:app` has only the environment.
+        settings = load_config(getattr(getattr(server, "app", None), "service_config", None))
     except ValueError as error:
         raise RuntimeError(str(error)) from None  # gunicorn prints a RuntimeError and exits, no traceback
     for path in stale:
         path.unlink(missing_ok=True)
+    uris = [uri for _, uri in settings.models] or ([settings.source_uri] if settings.source_uri else [])
+    create_sqlite_stores(uris, settings.tracking_uri, settings.registry_uri)
 
 
 def child_exit(server, worker) -> None:

@@ -15,14 +15,23 @@ from pathlib import Path
 from service import backends
 from service.backends import ServedModel
 from service.metrics import ServiceMetrics
-from service.model_source import ModelCard, ModelSource, hf_folders
+from service.model_source import ModelCard, ModelNotRegistered, ModelSource, hf_folders
 from service.monitoring.reference import Reference
 
 log = logging.getLogger(__name__)
 
 
+# With no model yet and no poll configured (poll_seconds 0), how often to look for the first one.
+FIRST_MODEL_POLL_S = 5.0
+
+
 class ReloadFailed(RuntimeError):
-    """The new model could not be resolved or loaded; the old one (if any) keeps serving."""
+    """The new model could not be resolved or loaded; the old one (if any) keeps serving. ``not_registered``: the
+    registry holds no model at the source's URI yet (model_source.ModelNotRegistered)."""
+
+    def __init__(self, message: str, not_registered: bool = False):
+        super().__init__(message)
+        self.not_registered = not_registered
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,9 @@ class ModelHolder:
         self.max_quantized_drop = max_quantized_drop  # auto, for a folder no gate has judged
         self.threads = threads                        # intra-op threads of the backend, per process
         self.metrics = metrics
-        self.last_error: str | None = None
+        self.last_error: str | None = None           # the last load's failure in full, for the log and /admin
+        self.public_error: str | None = None         # the same for anyone: no paths, SQL or tracebacks
+        self.awaiting_registration = False           # the last look found no model at the source's URI
         self.stale = False  # the source points at a model that failed to load (the old one, if any, serves)
         self._current: ServedModel | None = None
         self._reload_lock = threading.Lock()       # one load at a time: poll thread vs admin reload
@@ -67,8 +78,18 @@ class ModelHolder:
                     self._set_stale(False)  # e.g. a rollback to the version still served
                     return ReloadOutcome(False, previous_card, previous_card)
                 loaded = self._load(card)
+            except ModelNotRegistered as error:  # not a fault: nothing to serve yet (a round registers it)
+                if self.last_error != str(error):
+                    log.warning("model %s: %s; looking again later", self.name, error)
+                self.last_error = self.public_error = str(error)
+                self.awaiting_registration = True
+                raise ReloadFailed(self.last_error, not_registered=True) from error
             except Exception as error:  # any failure of a load must leave the old model serving
+                self.awaiting_registration = False
                 self.last_error = f"{type(error).__name__}: {error}"
+                # Exception texts carry paths, SQL or a database's own words: they go to the log only.
+                self.public_error = (f"model {self.name!r} failed to load ({type(error).__name__}); "
+                                     "the server's log says why")
                 self.metrics.reload_failures.labels(self.name).inc()
                 if card is not None:  # the alias moved (or nothing is served) and this server is behind it
                     self._set_stale(True)
@@ -76,7 +97,8 @@ class ModelHolder:
                               previous_card.version if previous_card else "nothing")
                 raise ReloadFailed(self.last_error) from error
             self._current = loaded  # the swap: one reference assignment, atomic under the GIL
-            self.last_error = None
+            self.last_error = self.public_error = None
+            self.awaiting_registration = False
             self._set_stale(False)
             self.metrics.model_swapped(self.name, loaded.card, previous_card)
             self.metrics.backend_swapped(self.name, loaded.backend.name, previous.backend.name if previous else None)
@@ -101,18 +123,24 @@ class ModelHolder:
         return loaded
 
     def start_polling(self, every_s: float) -> None:
-        if every_s <= 0 or self._poller is not None:
+        """Look for a moved alias every ``every_s``. With 0, only while the registry has no model for the source
+        yet (then until the first one is loaded): a model that fails to load is retried by /admin/reload only."""
+        until_loaded = every_s <= 0
+        if self._poller is not None or (until_loaded and not self.awaiting_registration):
             return
-        self._poller = threading.Thread(target=self._poll, args=(every_s,), name=f"model-poll-{self.name}",
-                                        daemon=True)
+        self._poller = threading.Thread(target=self._poll, args=(every_s if every_s > 0 else FIRST_MODEL_POLL_S,
+                                                                 until_loaded),
+                                        name=f"model-poll-{self.name}", daemon=True)
         self._poller.start()
 
-    def _poll(self, every_s: float) -> None:
+    def _poll(self, every_s: float, until_loaded: bool) -> None:
         while not self._stop.wait(every_s):
             try:
                 self.refresh()
             except ReloadFailed:
                 pass  # logged and counted by refresh; the next poll tries again (a transient fault heals)
+            if until_loaded and not self.awaiting_registration:
+                return  # loaded, or failing for another reason
 
     def close(self) -> None:
         self._stop.set()

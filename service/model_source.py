@@ -11,11 +11,14 @@ The one place in the service that knows the on-disk layouts it accepts:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 import yaml
 
@@ -24,6 +27,7 @@ import yaml
 REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 INT8_GATE_TAG = "serving.int8"  # set by the promotion gate on every version it judges
 ROUND_KEY = re.compile(r"^\d+-(?P<arrival>.+)$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class LocalFolderSource:
         return Path(self.uri)
 
 
+class ModelNotRegistered(LookupError):
+    """The registry answers, but holds no model at the URI yet (no round registered it, or the alias is not set):
+    the server waits for one instead of failing."""
+
+
 @dataclass(frozen=True)
 class RegistrySource:
     """A registered model by alias (follows the alias when it moves) or by fixed version."""
@@ -92,11 +101,18 @@ class RegistrySource:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
     def resolve(self) -> ModelCard:
+        from mlflow.exceptions import MlflowException
+
         client = self._client()
-        if self.alias:
-            found = client.get_model_version_by_alias(self.name, self.alias)
-        else:
-            found = client.get_model_version(self.name, self.version)
+        try:
+            if self.alias:
+                found = client.get_model_version_by_alias(self.name, self.alias)
+            else:
+                found = client.get_model_version(self.name, self.version)
+        except MlflowException as error:
+            if self._absent(client, error):
+                raise ModelNotRegistered(f"no model yet: the registry has nothing at {self.uri}") from error
+            raise
         tags = found.tags or {}
         round_key = tags.get("round_key")
         return ModelCard(
@@ -105,6 +121,18 @@ class RegistrySource:
             arrival=tags.get("arrival") or _arrival_of(round_key), data_hash=tags.get("data_hash"),
             int8_gate=tags.get(INT8_GATE_TAG),
         )
+
+    def _absent(self, client, error) -> bool:
+        """MLflow says RESOURCE_DOES_NOT_EXIST for a missing model or version, INVALID_PARAMETER_VALUE for a
+        missing alias (as for a malformed one): that case is told apart by asking for the model's aliases."""
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return True
+        if not self.alias or error.error_code != "INVALID_PARAMETER_VALUE":
+            return False
+        try:
+            return self.alias not in client.get_registered_model(self.name).aliases
+        except Exception:
+            return False
 
     def fetch(self, card: ModelCard, into: Path) -> Path:
         download_uri = self._client().get_model_version_download_uri(self.name, card.version)
@@ -134,6 +162,28 @@ def source_for(uri: str, tracking_uri: str | None = None, registry_uri: str | No
     if ":" in uri:
         return ArtifactSource(uri, tracking_uri, registry_uri)
     raise FileNotFoundError(f"model source {uri!r} is neither a folder nor an MLflow URI")
+
+
+def create_sqlite_stores(uris: Iterable[str], tracking_uri: str | None, registry_uri: str | None) -> None:
+    """Create a SQLite tracking database that does not exist yet, once, before the server's workers start.
+
+    MLflow creates its tables on a store's first use. Two workers doing it at once on a new file break each other
+    (alembic: "Online migration expected to match one row ... 0 found", or "table ... already exists"). The
+    master does it here, in a child process: an MLflow store opened in the master would leave SQLite connections
+    that every forked worker shares. Only when a served URI needs MLflow (not a local folder)."""
+    if all(Path(uri).is_dir() for uri in uris):
+        return
+    for uri in dict.fromkeys(u for u in (tracking_uri, registry_uri) if u and u.startswith("sqlite:///")):
+        database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+        if database.is_file() and database.stat().st_size > 0:
+            continue
+        log.info("creating the MLflow database %s before the workers start", database)
+        created = subprocess.run(
+            [sys.executable, "-c", "import sys; from mlflow import MlflowClient; "
+             "MlflowClient(tracking_uri=sys.argv[1], registry_uri=sys.argv[1]).search_registered_models(max_results=1)",
+             uri], capture_output=True, text=True, timeout=300)
+        if created.returncode != 0:  # the workers meet the same fault and report it
+            log.warning("could not create the MLflow database %s: %s", database, created.stderr.strip()[-2000:])
 
 
 def hf_folders(root: Path) -> tuple[Path, Path]:

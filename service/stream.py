@@ -15,7 +15,7 @@ from service.backends import ServedModel
 from service.config import ServiceConfig
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
-from service.model_holder import ModelHolder, ReloadFailed
+from service.model_holder import FIRST_MODEL_POLL_S, ModelHolder, ReloadFailed
 from service.model_source import ModelCard, ModelSource, source_for
 from service.monitoring.capture import CaptureWriter
 from service.monitoring.monitor import Monitor, MonitorSettings
@@ -34,7 +34,7 @@ class Stream:
         """The model this request uses from start to end (read once: a swap may happen meanwhile)."""
         model = self.holder.current
         if model is None:
-            why = f": {self.holder.last_error}" if self.holder.last_error else ""
+            why = f": {self.holder.public_error}" if self.holder.public_error else ""
             raise ApiError(503, f"model {self.name!r} is not loaded yet{why}", {"Retry-After": "5"})
         return model
 
@@ -42,9 +42,9 @@ class Stream:
         """This model in the Triton / KServe model repository index."""
         model = self.holder.current
         if model is None:
-            reason = self.holder.last_error or "not loaded yet"
+            reason = self.holder.public_error or "not loaded yet"
         elif self.holder.stale:
-            reason = f"serving the previous version: the new one failed to load: {self.holder.last_error}"
+            reason = f"serving the previous version: the new one failed to load: {self.holder.public_error}"
         else:
             reason = ""
         return {"name": self.name, "version": (model.card.version or "") if model else "",
@@ -68,8 +68,9 @@ def build_streams(settings: ServiceConfig, metrics: ServiceMetrics) -> dict[str,
 
 
 def load_first_models(streams: dict[str, Stream], poll_seconds: float) -> None:
-    """Load every stream's model. A failure leaves that stream unavailable (its poll retries); only when no model
-    loaded and nothing would retry does the server refuse to start."""
+    """Load every stream's model. A failure leaves that stream unavailable (its poll retries; one whose model is not
+    in the registry yet is looked for even without a poll); only when no model loaded and nothing would retry does
+    the server refuse to start."""
     failures: list[ReloadFailed] = []
     for stream in streams.values():
         try:
@@ -79,11 +80,17 @@ def load_first_models(streams: dict[str, Stream], poll_seconds: float) -> None:
             log.warning("model %s is unavailable: %s", stream.name, error)
     if not failures:
         return
-    if len(failures) == len(streams) and poll_seconds <= 0:
+    waiting = [failure for failure in failures if failure.not_registered]  # their holders look again
+    if len(failures) == len(streams) and poll_seconds <= 0 and not waiting:
         raise failures[0]  # nothing would ever retry: fail at start rather than run never ready
-    log.warning("starting without %d of %d models; %s", len(failures), len(streams),
-                f"the registry poll retries every {poll_seconds} s" if poll_seconds > 0
-                else "POST /admin/reload?model=NAME retries")
+    if poll_seconds > 0:
+        retry = f"the registry poll retries every {poll_seconds} s"
+    elif waiting:
+        retry = (f"a model not in the registry yet is looked for every {FIRST_MODEL_POLL_S:g} s, "
+                 "POST /admin/reload?model=NAME retries any other")
+    else:
+        retry = "POST /admin/reload?model=NAME retries"
+    log.warning("starting without %d of %d models; %s", len(failures), len(streams), retry)
 
 
 def _stream(name: str, source: ModelSource, settings: ServiceConfig, metrics: ServiceMetrics,

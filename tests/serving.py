@@ -23,13 +23,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
+def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float = 90,
+               path: str = "/v2/health/ready") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+            if requests.get(f"{base}{path}", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass  # the master accepts at once; the connection waits until the worker has loaded the model
@@ -38,9 +39,11 @@ def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float
 
 
 @contextmanager
-def gunicorn_server(args: list[str], folder: Path, env: dict[str, str] | None = None) -> Iterator[dict]:
+def gunicorn_server(args: list[str], folder: Path, env: dict[str, str] | None = None,
+                    ready_path: str = "/v2/health/ready") -> Iterator[dict]:
     """``service.serve ARGS`` on a free loopback port, its log in ``folder``, Prometheus in multiprocess mode;
-    yields {"base", "port", "log"} once ready, and stops the server (and its workers) afterwards."""
+    yields {"base", "port", "log"} once ``ready_path`` answers 200 (/v2/health/live: started, with or without a
+    model), and stops the server (and its workers) afterwards."""
     port, log = free_port(), folder / "server.log"
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus"), "HF_HUB_OFFLINE": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
@@ -51,7 +54,7 @@ def gunicorn_server(args: list[str], folder: Path, env: dict[str, str] | None = 
                                    start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, process, log)
+        wait_ready(base, process, log, path=ready_path)
         yield {"base": base, "port": port, "log": log}
     finally:
         # SIGINT: gunicorn's quick stop. SIGTERM's graceful stop waits out graceful_timeout while a

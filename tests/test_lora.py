@@ -9,7 +9,7 @@ from continual import adapters
 from continual.model import load_classifier
 from continual.round import run_round
 from continual.strategies.olora import OrthogonalLoss
-from test_strategies import build_stream, tiny_params
+from test_strategies import build_stream, run_stream, tiny_params
 
 TEXTS = ["apple banana pear 3", "dog cat horse 12", "red blue green 0", "car truck bus 7", "x", "🙂 \u2028 mixed",
          "next\u0085line", "nul\x00byte", "שלום apple", "word " * 4000]  # hostile: NEL, NUL, RTL, 20,000 chars
@@ -230,3 +230,17 @@ def test_dvc_repro_with_lora_over_two_arrivals_stores_adapters_and_serves_the_me
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = run(root, BIN / "dvc", "status").stdout
     assert "round@0001-one" in changed and "round@0002-two" in changed
+
+
+def test_adapt_under_lora_trains_adapters_once_then_keeps_them(tiny_model_dir, tmp_path):
+    """The shipped default with model.adapter: lora: round 1 trains the adapters, round 2 keeps them frozen and
+    solves the head from the sums; the round folders hold adapters and head, no encoder weight."""
+    ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=12, n_test=4)
+    metrics = run_stream(ws, lora_params(tiny_model_dir, "adapt"))
+    assert [m["adapted"] for m in metrics] == [True, False]
+    first, second = (ws.round_dir(k) / "model" for k in ws.stream())
+    before = adapter_state(load_classifier(first)[0])
+    after_model, tokenizer = load_classifier(second)
+    assert before and all(torch.equal(before[k], v) for k, v in adapter_state(after_model).items())
+    assert not (second / "model.safetensors").exists()  # adapters and head only
+    assert metrics[1]["avg_acc"] > 0.5 and after_model.labels == ["a", "b", "c", "d"]

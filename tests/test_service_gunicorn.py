@@ -179,3 +179,41 @@ def test_hot_swap_under_concurrent_requests(server, tmp_path):
     assert 'version="2"} 1.0' in metrics
     metadata = requests.get(f"{base}/v2/models/{MODEL_NAME}", timeout=10).json()
     assert metadata["versions"] == ["2"] and metadata["outputs"][1]["shape"] == [-1, 4]
+
+
+def test_starts_without_a_model_and_picks_up_the_first(onnx_model_dir, tmp_path):
+    """A registry that does not exist yet (a workspace with no round): 2 workers start (the master creates the
+    SQLite database once; racing workers broke each other's migration), every public answer is a JSON 503 or
+    an honest status without SQL, paths or tracebacks, and the first registered champion is served by both
+    workers without a restart, with no poll configured."""
+    folder, server_folder = tmp_path / "registry", tmp_path / "server"
+    folder.mkdir()
+    server_folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    args = ["--registered-model", MODEL_NAME, "--tracking-uri", uri, "--workers", "2", "--threads", "2",
+            "--set", "compute_threads=1", "--set", "monitoring=false"]
+    with gunicorn_server(args, server_folder, ready_path="/v2/health/live") as server:
+        base = server["base"]
+        infer = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+        answers = [requests.post(f"{base}/predict", json={"texts": ["a"]}, timeout=10),
+                   requests.post(f"{base}/v2/models/{MODEL_NAME}/infer", json=infer, timeout=10),
+                   requests.get(f"{base}/v2/models/{MODEL_NAME}/ready", timeout=10),
+                   requests.get(f"{base}/v2/health/ready", timeout=10),
+                   requests.post(f"{base}/v2/repository/index", timeout=10)]
+        assert [answer.status_code for answer in answers] == [503, 503, 503, 503, 200], [a.text for a in answers]
+        assert "no model yet" in answers[0].json()["error"]
+        assert answers[4].json()[0]["state"] == "UNAVAILABLE" and "no model yet" in answers[4].json()[0]["reason"]
+        leaks = ("select ", "sqlite", "alembic", "traceback", str(tmp_path).lower())
+        for answer in answers + [requests.get(f"{base}/", timeout=10)]:  # the status page too
+            assert not any(leak in answer.text.lower() for leak in leaks), answer.text
+
+        register_tiny_model(uri, onnx_model_dir, 1, "tweets", tags={INT8_GATE_TAG: "passed: test fixture"})
+        deadline, served = time.monotonic() + 60, 0
+        while served < 10 and time.monotonic() < deadline:  # ten in a row, each on a new connection: both workers
+            answer = requests.post(f"{base}/predict", json={"texts": ["a"]}, timeout=10)
+            served = served + 1 if answer.status_code == 200 else 0
+            time.sleep(0.1)
+        assert served == 10 and answer.json()["model"]["version"] == "1"
+        log = server["log"].read_text()
+        assert "Traceback" not in log and "Worker failed to boot" not in log
+        assert log.count("creating the MLflow database") == 1

@@ -167,17 +167,25 @@ def test_broken_model_keeps_the_old_one_serving(champion_on_v1, tmp_path):
         shutdown(app)
 
 
-def test_start_fails_fast_without_polling_and_waits_with_it(registry):
+def test_a_model_not_registered_yet_is_waited_for_and_a_broken_one_fails_fast(registry):
+    """Nothing at the URI yet (no round has registered it): the app starts, answers 503 "no model yet", and looks
+    again even without a poll; that is not a reload failure. A source that fails otherwise still stops the start
+    when nothing would retry it."""
     from service.model_holder import ReloadFailed
 
     uri = registry
     with pytest.raises(ReloadFailed):
-        create_app({"registered_model": "nothing-here", "tracking_uri": uri})
-    app = create_app({"registered_model": "nothing-here", "tracking_uri": uri, "poll_seconds": 60})
-    try:
-        assert app.test_client().get("/v2/health/ready").status_code == 503
-        assert app.test_client().post("/predict", json={"texts": ["x"]}).status_code == 503
-        metrics = app.test_client().get("/metrics").get_data(as_text=True)
-        assert 'continual_model_reload_failures_total{model_name="nothing-here"} 1.0' in metrics
-    finally:
-        shutdown(app)
+        create_app({"model_uri": "runs:/0123456789abcdef/model", "tracking_uri": uri})
+    absent = [{"registered_model": "nothing-here"}, {"registered_model": "nothing-here", "poll_seconds": 60},
+              {"registered_model": MODEL_NAME, "alias": "no-such-alias"}]
+    for config in absent:
+        app = create_app({"tracking_uri": uri, **config})
+        try:
+            assert app.test_client().get("/v2/health/ready").status_code == 503
+            refused = app.test_client().post("/predict", json={"texts": ["x"]})
+            assert refused.status_code == 503 and "no model yet" in refused.get_json()["error"]
+            metrics = app.test_client().get("/metrics").get_data(as_text=True).splitlines()
+            failures = [line for line in metrics if line.startswith("continual_model_reload_failures_total{")]
+            assert failures and all(line.endswith(" 0.0") for line in failures)
+        finally:
+            shutdown(app)
