@@ -17,8 +17,10 @@ Sections (docs/benchmarks.md, "Chaos", has the figures and what each one found):
                duplicated/missing/RUNNING runs, versions never gated, a champion that does not load, leftovers.
 - concurrent   `continual ingest` while `dvc repro` runs: both succeed, or the ingest waits.
 - mlflow-down  MLFLOW_TRACKING_URI at a closed port during a round, then unset: fail fast, nothing retrained.
-- soak         gunicorn on loopback under load, the alias moved every 30 s, one worker killed -9 half way:
-               failed requests and RSS growth.
+- classes      one arrival with 100, 300 and 1,000 labels through ingest, round, report and track: each stage's
+               peak RSS (track target: 1 GB), the round registered, no FAILED run, nothing stuck.
+- soak         gunicorn on loopback under load, the alias moved every 30 s, one worker killed -9 half way, slow
+               clients holding half-sent heads and bodies, a pipelining client: failed requests and RSS growth.
 - fuzz         schemathesis on every endpoint of service/openapi.yaml, and the V2 tensors' shapes and
                datatypes by hand: no answer that is 5xx or not JSON.
 
@@ -36,11 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chaos_suite.common import ROOT, log  # noqa: E402
-from chaos_suite import concurrent, fuzz, hostile, kill, mlflow_down, soak  # noqa: E402
+from chaos_suite import classes, concurrent, fuzz, hostile, kill, mlflow_down, soak  # noqa: E402
 
-SECTIONS = ("hostile", "kill", "concurrent", "mlflow-down", "soak", "fuzz")
-MODULES = {"hostile": hostile, "kill": kill, "concurrent": concurrent, "mlflow-down": mlflow_down, "soak": soak,
-           "fuzz": fuzz}
+SECTIONS = ("hostile", "kill", "concurrent", "mlflow-down", "classes", "soak", "fuzz")
+MODULES = {"hostile": hostile, "kill": kill, "concurrent": concurrent, "mlflow-down": mlflow_down, "classes": classes,
+           "soak": soak, "fuzz": fuzz}
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="", help="kill: only these targets (comma-separated names), e.g. "
                         "alias-move,round-done; default: every one, in turn")
     parser.add_argument("--soak-clients", type=int, default=4, help="soak: concurrent clients")
+    parser.add_argument("--slow-clients", type=int, default=40,
+                        help="soak: clients that hold a half-sent request (4 in 5 a head, 1 in 5 a body)")
     parser.add_argument("--fuzz-examples", type=int, default=25, help="fuzz: schemathesis examples per operation")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]

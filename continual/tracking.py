@@ -346,12 +346,11 @@ def _register_model(client: "MlflowClient", ws: Workspace, folder: RoundFolder, 
     """Log the round's model folder as a pyfunc model (what `mlflow models serve` runs) and register it.
 
     A LoRA round's folder holds adapters: the version gets them merged into a plain classifier folder, so
-    every server, the ONNX backends included, loads one model as it would any round's."""
-    from continual.adapters import is_adapter_folder
-
+    every server, the ONNX backends included, loads one model as it would any round's. Only then is torch
+    imported: it alone costs the track stage about 0.9 GB of resident memory."""
     with tempfile.TemporaryDirectory(prefix="continual-merged-") as scratch:
         model_dir = folder.path / "model"
-        if is_adapter_folder(model_dir):
+        if folder.info["params"]["model"].get("adapter", "none") != "none":
             from continual.export import merged_folder
 
             model_dir = merged_folder(model_dir, Path(scratch) / "model")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,17 @@ def test_reconcile_leaves_a_round_that_has_not_run_yet(tmp_path, tiny_model_dir)
     assert list(tracking.reconcile(ws, params)) == ["0001-tweets", "0002-movies"]
     ws.stream_file.write_text(ws.stream_text(["0001-nothing"]))
     assert tracking.reconcile(ws, params) == {}
+
+
+def test_logging_a_round_never_imports_torch(tmp_path, tiny_model_dir):
+    """torch alone is about 0.9 GB of resident memory: the track stage of a full fine-tuning round logs and
+    registers its model folder without it (a LoRA round's adapters are merged first, which needs torch)."""
+    ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], NAMES)
+    code = ("import sys\nfrom continual import tracking\nfrom continual.params import load_params\n"
+            "from continual.workspace import Workspace\n"
+            f"ws = Workspace.at({str(ws.root)!r})\nparams = load_params(ws.params_file)\n"
+            "for key in ws.stream():\n    tracking.log_round(ws, key, params)\n"
+            "print('torch' in sys.modules, len(tracking.connect(ws, params)[0].search_model_versions()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1].split() == ["False", "1"]

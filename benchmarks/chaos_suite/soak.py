@@ -1,10 +1,14 @@
-"""Serving soak: gunicorn under load, the alias moved every 30 s, one worker killed -9 half way."""
+"""Serving soak: gunicorn under load, the alias moved every 30 s, one worker killed -9 half way, while slow
+clients hold connections with half-sent heads and bodies (reconnecting each time the server cuts them off) and
+one client pipelines three requests at a time on a keep-alive connection."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -82,6 +86,81 @@ class Server:
             self.proc.wait(timeout=30)
 
 
+PREDICT = json.dumps({"texts": ["a slow client's text"]}).encode()
+PREDICT_REQUEST = (b"POST /predict HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
+                   + f"Content-Length: {len(PREDICT)}\r\n\r\n".encode() + PREDICT)
+HALF_HEAD = PREDICT_REQUEST[:30]
+HALF_BODY = (b"POST /predict HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 1000\r\n\r\n" + b'{"texts": ["' + b"x" * 480)
+PIPELINED = (b"GET /v2/health/live HTTP/1.1\r\nHost: soak\r\n\r\n" + PREDICT_REQUEST
+             + b"GET /no/such/route HTTP/1.1\r\nHost: soak\r\n\r\n")
+
+
+def slow_client(port: int, payload: bytes, stop: threading.Event, tally: dict) -> None:
+    """Send half a request and wait; when the server cuts the connection off, note how, and start again."""
+    while not stop.is_set():
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            tally["connect_failed"] += 1
+            stop.wait(1)
+            continue
+        with sock:
+            opened = time.monotonic()
+            received = b""
+            with contextlib.suppress(OSError):
+                sock.sendall(payload)
+                sock.settimeout(1)
+                while not stop.is_set():
+                    try:
+                        chunk = sock.recv(4096)
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        break
+                    received += chunk
+            if stop.is_set():
+                tally["held_at_end"] += 1
+                return
+            status = received.split(b" ", 2)[1].decode() if received.startswith(b"HTTP/1.1 ") else "closed"
+            tally[f"cut_{status}"] = tally.get(f"cut_{status}", 0) + 1
+            tally["held_s"].append(time.monotonic() - opened)
+
+
+def pipelining_client(port: int, stop: threading.Event, tally: dict) -> None:
+    """Three pipelined requests per round trip on one keep-alive connection: all three answered, in order."""
+    stream = sock = None
+    while not stop.wait(0.5):
+        try:
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                stream = sock.makefile("rb")
+            sock.sendall(PIPELINED)
+            statuses = [_read_status(stream) for _ in range(3)]
+            tally["batches"] += 1
+            tally["in_order" if statuses == [200, 200, 404] else "wrong"] += 1
+        except (OSError, ValueError) as error:
+            tally["errors"].append(type(error).__name__)
+            with contextlib.suppress(OSError):
+                sock.close()
+            sock = None
+    with contextlib.suppress(OSError, AttributeError):
+        sock.close()
+
+
+def _read_status(stream) -> int:
+    status_line = stream.readline()
+    if not status_line.startswith(b"HTTP/1.1 "):
+        raise ValueError(f"not a response: {status_line[:60]!r}")
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    stream.read(length)
+    return int(status_line.split()[1])
+
+
 def section_soak(args, ctx: dict) -> dict:
     import psutil
     import requests
@@ -103,6 +182,8 @@ def section_soak(args, ctx: dict) -> dict:
     rss: dict[int, list[tuple[float, int]]] = {}
     stop = threading.Event()
     events: dict[str, Any] = {"swaps": [], "killed": None}
+    slow: dict[str, Any] = {"connect_failed": 0, "held_at_end": 0, "held_s": []}
+    pipelined: dict[str, Any] = {"batches": 0, "in_order": 0, "wrong": 0, "errors": []}
     try:
         server.wait_ready()
         start = time.monotonic()
@@ -142,6 +223,10 @@ def section_soak(args, ctx: dict) -> dict:
 
         threads = [threading.Thread(target=client_loop, args=(slot,), daemon=True) for slot in range(args.soak_clients)]
         threads += [threading.Thread(target=swapper, daemon=True), threading.Thread(target=sampler, daemon=True)]
+        threads += [threading.Thread(target=slow_client, daemon=True,
+                                     args=(server.port, HALF_HEAD if slot % 5 else HALF_BODY, stop, slow))
+                    for slot in range(args.slow_clients)]
+        threads.append(threading.Thread(target=pipelining_client, args=(server.port, stop, pipelined), daemon=True))
         for thread in threads:
             thread.start()
         time.sleep(duration / 2)
@@ -183,7 +268,14 @@ def section_soak(args, ctx: dict) -> dict:
               "versions_served": served, "rss": growth,
               "rss_series_mb": {str(pid): [(round(at), round(value / 2**20, 1)) for at, value in samples[::6]]
                                 for pid, samples in rss.items()},
-              "max_rss_growth": max((g["growth"] for g in growth.values()), default=None)}
+              "max_rss_growth": max((g["growth"] for g in growth.values()), default=None),
+              "slow_clients": args.slow_clients,
+              "slow": {**{k: v for k, v in slow.items() if k != "held_s"},
+                       "cut": len(slow["held_s"]),
+                       "median_held_s": round(sorted(slow["held_s"])[len(slow["held_s"]) // 2], 1)
+                       if slow["held_s"] else None},
+              "pipelined": {**pipelined, "errors": len(pipelined["errors"]),
+                            "error_kinds": sorted(set(pipelined["errors"]))}}
     log(f"soak: {len(answers)} requests in {duration:.0f} s, {len(failures)} failed ({len(held)} held by the killed "
         f"worker), {len(events['swaps'])} swaps, versions served {served}, RSS growth {result['max_rss_growth']}")
     return result
@@ -207,6 +299,12 @@ def summarise_soak(result: dict) -> list[tuple[str, str, str]]:
          f"{result['requests']} requests, {len(result['swaps'])} swaps, versions {','.join(result['versions_served'])}"),
         ("soak", "failed requests (held by the worker killed -9 half way / other)",
          f"{result['failed_held_by_killed_worker']} / {result['failed_other']} (it held "
-         f"{max(result['connections_held_at_kill'].values(), default=0)} of {result['clients']} connections)"),
+         f"{max(result['connections_held_at_kill'].values(), default=0)} of "
+         f"{sum(result['connections_held_at_kill'].values())} connections)"),
         ("soak", "RSS growth after warm-up (target < 10%)", growth or "-"),
+        ("soak", f"{result['slow_clients']} slow clients (half a head, or half a body): connections cut, by answer",
+         f"{result['slow']['cut']} ({', '.join(f'{k[4:]}: {v}' for k, v in result['slow'].items() if k.startswith('cut_'))}"
+         f"), median held {result['slow']['median_held_s']} s"),
+        ("soak", "pipelined batches of 3: answered in order / wrong / connection errors",
+         f"{result['pipelined']['in_order']} / {result['pipelined']['wrong']} / {result['pipelined']['errors']}"),
     ]
