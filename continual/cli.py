@@ -70,6 +70,10 @@ def cmd_verify(args) -> int:
 
     ws, _ = _workspace(args)
     verify_arrivals(ws)
+    if not ws.stream():  # dvc repro's first stage: failing here leaves no dvc.lock and no stage output behind
+        print("continual verify: error: the workspace has no arrivals yet, so dvc repro has nothing to train; "
+              "ingest one first (continual ingest FILE --name NAME), then run dvc repro", file=sys.stderr)
+        return 1
     marker = ws.root / ".continual" / "verified"
     marker.parent.mkdir(exist_ok=True)
     marker.write_text("every file under data/arrivals/ was ingested\n")
@@ -191,6 +195,7 @@ def cmd_merge(args) -> int:
     from continual.export import merged_folder
 
     ws, _ = _workspace(args)
+    ws.registered(args.round)  # a key of stream.yaml, never a path such as ../x
     source, out = ws.round_dir(args.round) / "model", Path(args.out)
     if not (source / "classifier.json").is_file():
         raise ValueError(f"round {args.round} has no model folder ({source}); run dvc repro")
@@ -260,6 +265,35 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    """reports/compare.html (forgetting and accuracy against round, every lineage) and `mlflow ui` beside it."""
+    ws, params = _workspace(args)
+    from continual import tracking
+    from continual.ui import start_mlflow_ui, without_credentials, write_report
+
+    uri = tracking.tracking_uri(ws, params)
+    remote = uri.lower().startswith(("http://", "https://"))
+    mlflow_url = without_credentials(uri) if remote else (None if args.no_server else f"http://127.0.0.1:{args.port}")
+    path, count = write_report(ws, params, mlflow_url)
+    print(f"forgetting against round, {count} lineage(s): {path.as_uri()}")
+    server = None if remote or args.no_server else start_mlflow_ui(uri, args.port)
+    if mlflow_url:
+        print(f"MLflow: {mlflow_url}")
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+    if server is None:
+        return 0
+    print("mlflow ui runs until Ctrl-C")
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
+        return 0
+
+
 def cmd_serve(args) -> int:
     """The Flask service under gunicorn, on this workspace's registry unless told otherwise (outside a
     workspace: the shipped params, for a server given --model-uri)."""
@@ -271,10 +305,14 @@ def cmd_serve(args) -> int:
         from continual.model_name import registered_model
 
         argv += ["--registered-model", registered_model(ws, params)]
-    if not any(a.startswith("--tracking-uri") for a in argv) and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not any(a.startswith("--tracking-uri") for a in argv):
+        from continual.local_store import follow_move
         from continual.tracking import tracking_uri
 
-        argv += ["--tracking-uri", tracking_uri(ws, params)]
+        uri = tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first
+        follow_move(ws, uri)  # before any worker reads it: a moved workspace's store points at its new folder
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            argv += ["--tracking-uri", uri]
     for key, value in monitoring_settings(ws, params).items():  # --set KEY=VALUE on the command line wins
         if key not in given:
             argv += ["--set", f"{key}={value}"]
@@ -289,7 +327,8 @@ def cmd_capture_export(args) -> int:
 
     ws, params = _workspace(args)
     folder = Path(args.dir) if args.dir else capture_folder(ws, params)  # where `continual serve` has it write
-    report = export_captures(folder, Path(args.file), params, args.min_confidence, args.max_confidence)
+    report = export_captures(folder, Path(args.file), params, args.min_confidence, args.max_confidence,
+                             neutralise_formulas=not args.keep_formulas)
     print(report.summary())
     print(f"next: correct the label column, then continual ingest {args.file} --name NAME")
     return 0
@@ -301,12 +340,14 @@ def cmd_drift(args) -> int:
 
     ws, params = _workspace(args)
     if args.texts:
+        from continual.local_store import follow_move
         from continual.model_name import registered_model
         from continual.tracking import tracking_uri
 
         model_uri = args.model_uri or f"models:/{registered_model(ws, params)}@champion"
         settings = {key: value for key, value in monitoring_settings(ws, params).items() if key.startswith("drift_")}
         settings["tracking_uri"] = tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first, as everywhere
+        follow_move(ws, settings["tracking_uri"])
         snapshot = score_texts(model_uri, read_texts(Path(args.texts)), settings)
     else:
         snapshot = fetch_snapshot(args.url, args.model)
@@ -326,6 +367,7 @@ def monitoring_settings(ws, params: dict) -> dict[str, object]:
                 "monitoring_interval_s": section.get("interval_s"), "monitoring_min_texts": section.get("min_texts"),
                 **{f"drift_{check}": value for check, value in thresholds.items()},
                 "capture_rate": capture.get("rate"), "capture_max_rows": capture.get("max_rows"),
+                "capture_max_bytes": capture.get("max_bytes"), "capture_anonymous": capture.get("anonymous"),
                 "capture_dir": capture_folder(ws, params) if capture.get("rate") else None}
     serving = params.get("serving") or {}  # slow clients: deadlines for a request's head and body
     settings |= {key: serving.get(key) for key in ("read_header_timeout_s", "read_body_timeout_s")}
@@ -386,9 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("compare", help="replay the stream under several strategies; one MLflow lineage each")
-    p.add_argument("--strategies", default="naive,replay,ewc,replay+ewc,joint,ridge")  # ridge: the frozen baseline
+    p.add_argument("--strategies", default="naive,replay,ewc,replay+ewc,joint,ridge,adapt")  # ridge: frozen baseline
     p.add_argument("--seeds", default="", help="comma-separated seeds (default: params seed)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("ui", help="open forgetting against round for every lineage (reports/compare.html), with "
+                                  "`mlflow ui` on the workspace's store beside it")
+    p.add_argument("--port", type=int, default=5000, help="mlflow ui's port on 127.0.0.1 (default %(default)s)")
+    p.add_argument("--no-server", action="store_true", help="write the page only; start no mlflow ui")
+    p.add_argument("--no-browser", action="store_true", help="print where the page is instead of opening it")
+    p.set_defaults(func=cmd_ui)
     p = sub.add_parser("serve", help="serve the champion over HTTP (gunicorn); options: continual serve --help",
                        add_help=False)
     p.set_defaults(func=cmd_serve)
@@ -410,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "else <workspace>/captures)")
     p.add_argument("--min-confidence", type=float, default=None, help="only texts predicted at least this sure")
     p.add_argument("--max-confidence", type=float, default=None, help="only texts predicted at most this sure")
+    p.add_argument("--keep-formulas", action="store_true", help="write cells that start with =, +, -, @, a tab or CR "
+                   "as captured (default: with a leading ' so that a spreadsheet does not run them as formulas)")
     p.set_defaults(func=cmd_capture_export)
     p = sub.add_parser("demo", help="the VADER four-domain demo in a fresh workspace")
     p.add_argument("dir", nargs="?", default="demo")

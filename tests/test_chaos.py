@@ -363,7 +363,7 @@ def test_a_dvc_lock_cut_short_by_a_kill_is_found_and_moved_aside(tmp_path, damag
 def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_version(tmp_path, tiny_model_dir,
                                                                                    monkeypatch):
     import mlflow
-    from test_tracking import ROWS, write_stream
+    from round_folders import ROWS, write_stream
 
     from continual import promotion, tracking
 
@@ -402,7 +402,7 @@ def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_vers
 
 def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungated(tmp_path, tiny_model_dir,
                                                                                   monkeypatch, capsys):
-    from test_tracking import ROWS, write_stream
+    from round_folders import ROWS, write_stream
 
     from continual import promotion, tracking
 
@@ -419,7 +419,7 @@ def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungat
 
 def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tmp_path, tiny_model_dir,
                                                                              monkeypatch, capsys):
-    from test_tracking import ROWS, write_round, write_stream
+    from round_folders import ROWS, write_round, write_stream
 
     from continual import promotion, tracking
 

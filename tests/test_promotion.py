@@ -17,7 +17,7 @@ from continual.model_name import NameTaken, registered_model
 from continual.params import load_params
 from continual.promotion import Gate, decide
 from continual.workspace import Workspace
-from test_tracking import NAMES, write_stream  # the round-folder builder lives beside the tracking tests
+from round_folders import NAMES, write_stream
 
 GATE = Gate(max_avg_acc_drop=0.02, max_forgetting=0.10, min_new_acc=0.40)
 

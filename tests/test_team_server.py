@@ -188,7 +188,7 @@ def test_a_stream_claiming_another_streams_name_is_refused_at_its_first_round(co
 
 def test_a_stream_that_raced_another_to_its_first_version_refuses_its_own(streams, server, tiny_model_dir, tmp_path,
                                                                           monkeypatch):
-    from test_tracking import write_stream
+    from round_folders import write_stream
 
     from continual import tracking
     from continual.model_name import NameTaken
