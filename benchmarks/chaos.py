@@ -19,6 +19,10 @@ Sections (docs/benchmarks.md, "Chaos", has the figures and what each one found):
 - mlflow-down  MLFLOW_TRACKING_URI at a closed port during a round, then unset: fail fast, nothing retrained.
 - classes      one arrival with 100, 300 and 1,000 labels through ingest, round, report and track: each stage's
                peak RSS (track target: 1 GB), the round registered, no FAILED run, nothing stuck.
+- large        100,000 short rows through ingest and dvc repro: seconds per stage and phase, the longest silence.
+- folders      ingest, status, verify, report, dvc repro from every folder of a workspace and from outside one.
+- paths        a workspace moved, copied and under a folder named 'a %25 b?c#d é' serves and tracks; dvc exp
+               run --temp and queued experiments track into the workspace's store: stuck streams, failures.
 - soak         gunicorn on loopback under load, the alias moved every 30 s, one worker killed -9 half way, slow
                clients holding half-sent heads and bodies, a pipelining client: failed requests and RSS growth.
 - fuzz         schemathesis on every endpoint of service/openapi.yaml, and the V2 tensors' shapes and
@@ -38,11 +42,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chaos_suite.common import ROOT, log  # noqa: E402
-from chaos_suite import classes, concurrent, fuzz, hostile, kill, mlflow_down, soak  # noqa: E402
+from chaos_suite import classes, concurrent, folders, fuzz, hostile, kill, large, mlflow_down, paths, soak  # noqa: E402
 
-SECTIONS = ("hostile", "kill", "concurrent", "mlflow-down", "classes", "soak", "fuzz")
+SECTIONS = ("hostile", "kill", "concurrent", "mlflow-down", "classes", "large", "folders", "paths", "soak", "fuzz")
 MODULES = {"hostile": hostile, "kill": kill, "concurrent": concurrent, "mlflow-down": mlflow_down, "classes": classes,
-           "soak": soak, "fuzz": fuzz}
+           "large": large, "folders": folders, "paths": paths, "soak": soak, "fuzz": fuzz}
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:

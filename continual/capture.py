@@ -12,12 +12,19 @@ commas, U+2028, U+0085, emoji and right-to-left text included. Texts ingest woul
 ``ingest.max_text_bytes``, a NUL character, a lone surrogate, which UTF-8 cannot hold) are left out and
 counted: one of them would make ingest refuse the whole file. Identical texts are written once, with the
 newest capture's prediction.
+
+Captured texts come from the internet. A cell that starts with =, +, -, @, a tab or CR (and is not a plain number)
+is one a spreadsheet may run as a formula (CSV injection), so it is written with a leading ' that makes a spreadsheet
+show it as text, unless ``neutralise_formulas`` is off (`--keep-formulas`). Such a cell is then the one exception to
+the round trip: ingest reads the ' as part of the text. The file is written 0600, as the captures are.
 """
 from __future__ import annotations
 
 import csv
 import io
 import math
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +35,9 @@ from continual.jsonl import write_atomic
 
 COLUMNS = ("text", "label", "prediction", "confidence", "model_version", "round_key", "last_captured",
            "times_captured")
-FORMULA_START = ("=", "+", "-", "@")  # what a spreadsheet may run as a formula
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP, CSV injection)
+PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")  # -1, +0.5: never a formula
+TEXT_CELLS = ("text", "label", "prediction", "model_version", "round_key", "last_captured")
 
 
 @dataclass
@@ -58,8 +67,9 @@ class ExportReport:
 
 
 def export_captures(folder: Path, out: Path, params: dict[str, Any], min_confidence: float | None = None,
-                    max_confidence: float | None = None) -> ExportReport:
-    """Write the captures of ``folder`` to the CSV ``out`` (atomically); raises ValueError if none qualify."""
+                    max_confidence: float | None = None, neutralise_formulas: bool = True) -> ExportReport:
+    """Write the captures of ``folder`` to the CSV ``out`` (atomically, mode 0600); raises ValueError if none
+    qualify. ``neutralise_formulas``: cells a spreadsheet would run as formulas get a leading '."""
     from service.monitoring.capture_files import read_capture_files
 
     folder, out = Path(folder), Path(out)
@@ -101,11 +111,18 @@ def export_captures(folder: Path, out: Path, params: dict[str, Any], min_confide
         raise ValueError(f"nothing to export from {folder} ({read} rows read): {why}")
     kept.sort(key=lambda r: (r["confidence"], r["text"]))
 
+    formulas = sum(_formula(row[c]) for row in kept for c in TEXT_CELLS)
+    cells = [[_neutralised(row[c]) if neutralise_formulas and c in TEXT_CELLS else row[c] for c in COLUMNS]
+             for row in kept]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)  # quotes a field holding a comma, a quote, "\r" or "\n"; "\r\n" ends a row
     writer.writerow(COLUMNS)
-    writer.writerows([row[c] for c in COLUMNS] for row in kept)
-    write_atomic(out, buffer.getvalue().encode("utf-8"))
+    writer.writerows(cells)
+    umask = os.umask(0o077)  # the captured texts stay private in the export (this is a one-thread CLI command)
+    try:
+        write_atomic(out, buffer.getvalue().encode("utf-8"))
+    finally:
+        os.umask(umask)
 
     report.rows = len(kept)
     report.labels = dict(Counter(row["label"] for row in kept))
@@ -115,12 +132,25 @@ def export_captures(folder: Path, out: Path, params: dict[str, Any], min_confide
         report.warnings.append(
             f"ingest refuses a label with fewer than {need} rows (ingest.min_per_label): "
             f"{', '.join(f'{label!r} has {n}' for label, n in short.items())}; add rows of it or relabel them")
-    formulas = sum(row["text"].startswith(FORMULA_START) for row in kept)
-    if formulas:
+    if formulas and neutralise_formulas:
         report.warnings.append(
-            f"{formulas} texts start with =, +, - or @, which a spreadsheet may run as a formula: these are "
-            "texts from the internet, so import the file as text rather than opening it with formulas on")
+            f"{formulas} cells start with =, +, -, @, a tab or CR, which a spreadsheet may run as a formula: written "
+            "with a leading ' so that it shows them as text. Ingest reads that ' as part of the text: if your "
+            "spreadsheet saves it, remove it before ingest, or export with --keep-formulas to write them as captured")
+    elif formulas:
+        report.warnings.append(
+            f"{formulas} cells start with =, +, -, @, a tab or CR, which a spreadsheet may run as a formula: these "
+            "are texts from the internet, so import the file as text rather than opening it with formulas on")
     return report
+
+
+def _formula(value: str) -> bool:
+    """Whether a spreadsheet may read ``value`` as a formula."""
+    return value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value)
+
+
+def _neutralised(value: str) -> str:
+    return "'" + value if _formula(value) else value
 
 
 def _exportable(record: dict, max_bytes: int, skipped: Counter) -> dict[str, Any] | None:

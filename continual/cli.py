@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # onnxruntime's telemetry and its database under ~/.cache
 
 
 def _workspace(args, required: bool = True):
@@ -24,7 +25,11 @@ def _workspace(args, required: bool = True):
         if required:
             raise
         ws = Workspace.at(args.workspace)
-    return ws, load_params(ws.params_file)
+    params = load_params(ws.params_file)
+    from continual import progress
+
+    progress.configure(params)  # the command's progress bars
+    return ws, params
 
 
 def cmd_init(args) -> int:
@@ -95,10 +100,13 @@ def cmd_round(args) -> int:
     inputs = ws.round_inputs(args.key, params)
     if restore_finished_round(ws, args.key, inputs):
         print(f"round {args.key}: restored, not retrained: a `continual round` finished it with these inputs, "
-              "but dvc was killed before recording it")
+              "but dvc did not record it (killed, or failed after it)")
         return 0
-    _check_model_params(params)
-    from continual.round import run_round
+    from continual.progress import ticking
+
+    with ticking(f"round {args.key}: loading torch, transformers and avalanche"):  # ~10 s on 2 busy cores
+        _check_model_params(params)
+        from continual.round import run_round
 
     metrics = run_round(ws, args.key, params)
     keep_finished_round(ws, args.key, inputs)

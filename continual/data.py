@@ -7,13 +7,15 @@ from avalanche.benchmarks.utils.classification_dataset import ClassificationData
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from continual.model import token_ids
+
 
 class TokenizedRows(Dataset):
     """(input_ids, label id) per row; tokenised once, unpadded."""
 
     def __init__(self, rows: list[dict], tokenizer, label2id: dict[str, int], max_length: int):
-        encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=max_length)
-        self.input_ids = [torch.tensor(ids, dtype=torch.long) for ids in encoded["input_ids"]]
+        encoded = token_ids(tokenizer, [row["text"] for row in rows], max_length, "tokenize the training rows")
+        self.input_ids = [torch.tensor(ids, dtype=torch.long) for ids in encoded]
         self.targets = [label2id[row["label"]] for row in rows]
 
     def __len__(self) -> int:

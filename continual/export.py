@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from continual import progress
 from service.backends import EMBEDDING_OUTPUT, ONNX_DIR, QUANTIZATION_REPORT, BackendChoice, onnx_file, read_quantization_report
 from service.model_source import ModelCard
 from service.monitoring.reference import REFERENCE_FILE
@@ -133,11 +134,13 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     begin = time.perf_counter()
     fingerprint = encoder_fingerprint(model)
     reuse = previous if previous is not None and _same_encoder(previous, fingerprint, per_channel) else None
-    exported = write_graphs(model, tokenizer, model_dir, per_channel, reuse)
+    step = "export: ONNX graphs, fp32 and int8" if reuse is None else "export: the new head into the ONNX graphs"
+    with progress.ticking(step):
+        exported = write_graphs(model, tokenizer, model_dir, per_channel, reuse)
     quantized = time.perf_counter()
     served = OnnxClassifier.load(model_dir, ModelCard(source=str(model_dir), fingerprint="export"), model.max_length,
                                  BackendChoice("onnx-int8", "export check"), threads=torch.get_num_threads())
-    int8_predictions = {key: _predict(served, rows, batch_size) for key, rows in tests.items()}
+    int8_predictions = {key: _predict(served, rows, batch_size, f"int8 check on {key}") for key, rows in tests.items()}
     if on_int8 is not None:
         on_int8(served)
     int8_acc = {key: sum(p == r["label"] for p, r in zip(int8_predictions[key], rows)) / max(len(rows), 1)
@@ -230,10 +233,15 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _predict(served, rows: list[dict], batch_size: int) -> list[str]:
-    """The served model's label for each row, in order (batched by length: similar lengths share a batch)."""
+def _predict(served, rows: list[dict], batch_size: int, desc: str) -> list[str]:
+    """The served model's label for each row, in order (batched by length: similar lengths share a batch); one
+    batch per call, for the progress bar."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))
     labels: list[str] = [""] * len(rows)
-    for i, prediction in zip(order, served.predict([rows[i]["text"] for i in order], batch_size)):
-        labels[i] = prediction.label
+    with progress.bar(total=len(rows), desc=desc) as shown:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            for i, prediction in zip(batch, served.predict([rows[i]["text"] for i in batch], batch_size)):
+                labels[i] = prediction.label
+            shown.update(len(batch))
     return labels

@@ -62,7 +62,7 @@ class HeadRefit:
             seen = rows + memory
         else:
             return False
-        features = embed_rows(model, tokenizer, [r["text"] for r in seen], batch_size)
+        features = embed_rows(model, tokenizer, [r["text"] for r in seen], batch_size, f"head refit ({self.how})")
         targets = torch.tensor([model.label2id[r["label"]] for r in seen])
         classes = len(model.labels)
         if self.how == "prototypes":

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from continual import progress
 from continual.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic
-from continual.workspace import ARRIVAL_NAME, INGEST_JOURNAL, Workspace
+from continual.workspace import ARRIVAL_NAME, INGEST_JOURNAL, Workspace, dir_hash, dvc_cached
 
 SPLITS = ("train", "test")
 JSONL_SUFFIXES = {".jsonl", ".json-lines", ".ndjson"}
@@ -296,9 +297,10 @@ def _ingest(ws: Workspace, source: Path, name: str, params: dict[str, Any]) -> I
 
 
 def verify_arrivals(ws: Workspace) -> None:
-    """Raise ArrivalError unless data/arrivals/ holds exactly the arrivals stream.yaml registers.
-
-    A file copied in by hand would otherwise slip past validation, splitting and versioning.
+    """Raise ArrivalError unless data/arrivals/ holds exactly the arrivals stream.yaml registers, naming the cure
+    that fits: `dvc checkout` for data out of step with git (``_out_of_step``), `dvc pull` for data this
+    workspace no longer has, `continual ingest` for a file copied in by hand (which would otherwise slip past
+    validation, splitting and versioning).
     """
     with _one_ingest_at_a_time(ws):  # an ingest running now (dvc repro runs us) finishes first
         journal = _read_journal(ws)  # under the lock, a journal is an ingest that was killed half way
@@ -321,22 +323,78 @@ def verify_arrivals(ws: Workspace) -> None:
     # Look one level into registered folders too: a file dropped into one would change a round's input.
     folders = [ws.arrivals_dir] + [ws.arrival_dir(key) for key in keys if ws.arrival_dir(key).is_dir()]
     present = [p for folder in folders if folder.is_dir() for p in folder.iterdir()]
-    strays = sorted(str(p.relative_to(ws.root)) for p in present if p not in expected)
-    missing = [key for key in keys if not ws.arrival_dir(key).is_dir()]
+    strays = sorted(p for p in present if p not in expected)
+    missing = {key: absent for key in keys if (absent := [f.name for f in _arrival_files(ws, key) if not f.is_file()])}
 
-    problems = []
+    problems, strays, missing = _out_of_step(ws, keys, strays, missing)
     if strays:
         problems.append(
-            f"{', '.join(strays)}: not registered in stream.yaml. Arrivals enter only through {INGEST_HINT}, "
-            "which validates, splits and versions them: move the file out of data/arrivals/ and ingest it."
+            f"{', '.join(str(p.relative_to(ws.root)) for p in strays)}: not registered in stream.yaml. Arrivals enter "
+            f"only through {INGEST_HINT}, which validates, splits and versions them: move the file out of "
+            "data/arrivals/ and ingest it."
         )
     if missing:
         problems.append(
-            f"registered in stream.yaml but missing from data/arrivals/: {', '.join(missing)}. "
-            f"Restore them with `dvc checkout` (or `dvc pull`); new data goes in with {INGEST_HINT}."
+            f"registered in stream.yaml but missing from data/arrivals/: {_missing_names(ws, missing)}, and not in "
+            "this workspace's DVC cache either: `dvc pull` fetches them from the DVC remote they were pushed to "
+            "(`dvc push` where they were ingested), then `dvc checkout`. New data goes in with "
+            f"{INGEST_HINT}."
         )
     if problems:
         raise ArrivalError("\n".join(problems))
+
+
+def _arrival_files(ws: Workspace, key: str) -> list[Path]:
+    return [*(ws.arrival_split_file(key, split) for split in SPLITS), ws.arrival_record_file(key)]
+
+
+def _missing_names(ws: Workspace, missing: dict[str, list[str]]) -> str:
+    return ", ".join(f"{key} (without {', '.join(absent)})" if ws.arrival_dir(key).is_dir() else key
+                     for key, absent in missing.items())
+
+
+def _out_of_step(ws: Workspace, keys: list[str], strays: list[Path], missing: dict[str, list[str]]
+                 ) -> tuple[list[str], list[Path], dict[str, list[str]]]:
+    """Tell data/arrivals/ out of step with git from data that is really foreign or lost.
+
+    After `git checkout` of another commit without `dvc checkout`, stream.yaml and the .dvc files are the
+    commit's, the folders are still the old ones: an arrival of a later commit is left unregistered, one of
+    this commit is absent. Such a folder is data DVC stored (its content hash is in the DVC cache), and the
+    cure is `dvc checkout`, never ingesting it again. Returns (the problem that explains, the strays and the
+    missing arrivals it does not explain); a registered arrival edited by hand is allowed (rounds train on it
+    as it is, DVC tracks its hash), with a note."""
+    folders = {p: dir_hash(p) for p in strays if p.is_dir() and p.parent == ws.arrivals_dir}
+    recorded = {key: ws.recorded_arrival_hash(key) for key in keys}
+    changed = {key: ws.arrival_hash(key) for key in keys if key not in missing}
+    changed = {key: found for key, found in changed.items() if recorded[key] and found != recorded[key]}
+    if not (folders or changed or missing):
+        return [], strays, missing
+    cached = dvc_cached(ws, [*folders.values(), *changed.values(), *(recorded[key] for key in missing)])
+    stored = [p for p, found in folders.items() if found in cached]
+    other_version = [key for key, found in changed.items() if found in cached]
+    restorable = {key: absent for key, absent in missing.items() if recorded[key] in cached}
+    edited = [key for key, found in changed.items() if found not in cached]
+    inside = {p.parent.name for p in strays if p.parent != ws.arrivals_dir}  # a stray file says why it changed
+    if [key for key in edited if key not in inside]:
+        print(f"continual verify: {', '.join(k for k in edited if k not in inside)}: not what the .dvc file "
+              "records (edited since it was ingested): rounds train on it as it is now; `dvc checkout` puts the "
+              "ingested version back", file=sys.stderr)
+    parts = []
+    if stored:
+        parts.append(f"{', '.join(str(p.relative_to(ws.root)) for p in stored)}: data DVC stored (the DVC cache "
+                     "holds it), but not registered in this commit's stream.yaml")
+    if other_version:
+        parts.append(f"{', '.join(other_version)}: another version of the arrival than its .dvc file records, "
+                     "one DVC stored")
+    if restorable:
+        parts.append(f"registered in stream.yaml but missing from data/arrivals/: {_missing_names(ws, restorable)}, "
+                     "of which the DVC cache holds a copy")
+    problems = [] if not parts else [
+        "data/arrivals/ is out of step with git: " + "; ".join(parts) + ". This is what a `git checkout` (or pull, "
+        "merge, reset) leaves until `dvc checkout` brings the data along: run `dvc checkout`, which puts "
+        "data/arrivals/ and rounds/ in line with the commit. Nothing needs ingesting again."]
+    return (problems, [p for p in strays if p not in stored],
+            {key: absent for key, absent in missing.items() if key not in restorable})
 
 
 def read_split(ws: Workspace, key: str, split: str) -> list[dict[str, str]]:
@@ -516,7 +574,7 @@ def _parse(source: Path, data: bytes, name: str, max_bytes: int, max_label: int 
     records = _jsonl_records(source, text) if is_jsonl else _csv_records(source, text)
     rows: list[Row] = []
     first_line: dict[str, int] = {}
-    for line, record in records:
+    for line, record in progress.bar(records, desc=f"read {source.name}"):
         row = _row(source, line, record, name, max_bytes, max_label)
         if row.id in first_line:
             raise _error(source, line, f"duplicate id {row.id!r} (first on line {first_line[row.id]})")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from continual import progress
 from service.pooled import LegacyModelFolder, PooledClassifier, load_encoder, sentence_transformers_pooling
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,21 +104,39 @@ def grow_head(model: PooledClassifier, labels: list[str]) -> list[str]:
     return new
 
 
+TOKENIZE_CHUNK = 4096  # texts per tokenizer call: a step of the progress bar (the ids do not depend on it)
+
+
+def token_ids(tokenizer, texts: list[str], max_length: int, desc: str = "tokenize") -> list[list[int]]:
+    """Each text's input ids, truncated to ``max_length``, unpadded; in chunks, with a progress bar."""
+    ids: list[list[int]] = []
+    with progress.bar(total=len(texts), desc=desc) as shown:
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            chunk = texts[start:start + TOKENIZE_CHUNK]
+            ids += tokenizer(chunk, truncation=True, max_length=max_length, return_attention_mask=False,
+                             return_token_type_ids=False)["input_ids"]
+            shown.update(len(chunk))
+    return ids
+
+
 @torch.inference_mode()
-def forward_sorted(model: PooledClassifier, tokenizer, texts: list[str], batch_size: int, output) -> torch.Tensor:
+def forward_sorted(model: PooledClassifier, tokenizer, texts: list[str], batch_size: int, output,
+                   desc: str = "forward pass") -> torch.Tensor:
     """``output(input_ids, attention_mask)`` over ``texts`` in batches of similar length (little padding),
-    stacked back in the order of ``texts``."""
+    stacked back in the order of ``texts``. ``desc`` names the pass on its progress bar."""
     model.eval()
     device = next(model.parameters()).device
-    encoded = tokenizer(texts, truncation=True, max_length=model.max_length)["input_ids"]
+    encoded = token_ids(tokenizer, texts, model.max_length, f"{desc}: tokenize")
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     parts, positions = [], []
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(encoded[i]) for i in idx], batch_first=True,
-                                              padding_value=tokenizer.pad_token_id).to(device)
-        parts.append(output(ids, (ids != tokenizer.pad_token_id).long()).cpu())
-        positions.extend(idx)
+    with progress.bar(total=len(texts), desc=desc) as shown:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(encoded[i]) for i in idx], batch_first=True,
+                                                  padding_value=tokenizer.pad_token_id).to(device)
+            parts.append(output(ids, (ids != tokenizer.pad_token_id).long()).cpu())
+            positions.extend(idx)
+            shown.update(len(idx))
     if not parts:
         return torch.empty(0)
     stacked = torch.cat(parts)
@@ -126,10 +145,11 @@ def forward_sorted(model: PooledClassifier, tokenizer, texts: list[str], batch_s
     return result
 
 
-def embed_rows(model: PooledClassifier, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
+def embed_rows(model: PooledClassifier, tokenizer, texts: list[str], batch_size: int,
+               desc: str = "embed") -> torch.Tensor:
     """Head features (pooled, normalised, projected as the model does) of ``texts``, float64 on the CPU."""
     return forward_sorted(model, tokenizer, texts, batch_size,
-                          lambda ids, mask: model.features(model.embed(ids, mask))).double()
+                          lambda ids, mask: model.features(model.embed(ids, mask)), desc).double()
 
 
 @torch.no_grad()

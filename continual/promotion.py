@@ -135,7 +135,7 @@ _held = threading.local()
 def registry_lock(ws: Workspace) -> Iterator[None]:
     """Registry decisions in this workspace, one at a time (re-entrant within a thread). Across machines or
     clones sharing one server, the compare-and-set in ``_move`` and the per-move history tags take over."""
-    path = ws.root / LOCK_FILE
+    path = ws.home / LOCK_FILE  # a DVC experiment's temporary copy shares its workspace's (Workspace.home)
     held = _held.__dict__.setdefault("paths", set())
     if path in held:
         yield

@@ -34,7 +34,8 @@ def build_reference(model: PooledClassifier, tokenizer, train_rows: list[dict], 
         return torch.cat([embedding, torch.softmax(model.head(model.features(embedding)).float(), -1)], dim=1)
 
     with torch.no_grad():
-        out = forward_sorted(model, tokenizer, [r["text"] for r in heldout], batch_size, embed_and_classify)
+        out = forward_sorted(model, tokenizer, [r["text"] for r in heldout], batch_size, embed_and_classify,
+                             "reference: held-out rows")
     out = out.float().numpy() if len(heldout) else np.zeros((0, width + len(model.labels)), np.float32)
     probabilities = out[:, width:]
     label_ids = model.label2id

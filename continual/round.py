@@ -18,6 +18,7 @@ from continual.costs import Phases
 from continual.head import HeadRefit
 from continual.ingest import read_split
 from continual.metrics import summarise
+from continual.progress import configure as configure_progress
 from continual.reference import PendingReference, build_reference
 from continual.storage import tree_bytes
 from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
@@ -56,6 +57,7 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
     With ``train.processes`` > 1 the round runs in that many processes (``continual.distributed``), which call
     this again with their ``device``; rank 0 writes the round and the other ranks return None."""
     started = time.perf_counter()
+    configure_progress(params)  # also in the processes of a multi-process round
     phases = Phases()
     strategy = make_strategy(params)
     keys = ws.keys_up_to(key)
@@ -83,7 +85,7 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
             model, tokenizer = load_classifier(ws.round_dir(prev) / "model")
     if prev is not None and rank == 0:
         with phases("evaluate_before"):
-            acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch)
+            acc_before, _ = accuracy(model, tokenizer, tests[key], eval_batch, f"round {key}: previous model on it")
     with phases("load"):
         if prev is None or strategy.from_base or (strategy.closed_form and not strategy.keeps_encoder):
             # ncm and ridge keep the pretrained encoder frozen: their state is the sums, not the weights.
@@ -103,13 +105,14 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
     refit = None
     if strategy.closed_form:
         with phases("head"):
-            progress = fit_closed_form(strategy, model, tokenizer, rows, eval_batch)
+            progress = fit_closed_form(strategy, model, tokenizer, rows, eval_batch, f"round {key}: embed")
     else:
         rows = strategy.training_rows(rows, lambda: [row for k in keys[:-1] for row in read_split(ws, k, "train")])
         targets = [model.label2id[r["label"]] for r in rows]
         if new_labels:  # a new class's row starts at its prototype under the current encoder
             with phases("prototypes"):
-                features = embed_rows(model, tokenizer, [r["text"] for r in rows], eval_batch)
+                features = embed_rows(model, tokenizer, [r["text"] for r in rows], eval_batch,
+                                      f"round {key}: prototypes")
                 set_prototype_rows(model, features, targets, [model.label2id[x] for x in new_labels],
                                    float(train["prototype_scale"]))
         dataset = context.dataset(rows)
@@ -137,7 +140,7 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
     row, predictions = [], {}
     with phases("evaluate"):
         for k in keys:
-            acc, predictions[k] = accuracy(model, tokenizer, tests[k], eval_batch)
+            acc, predictions[k] = accuracy(model, tokenizer, tests[k], eval_batch, f"round {key}: evaluate on {k}")
             row.append(acc)
     previous = json.loads((ws.round_dir(prev) / "metrics.json").read_text()) if prev else None
     matrix = [*(previous["accuracy_matrix"] if previous else []), row]
@@ -174,12 +177,13 @@ def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None
     return metrics
 
 
-def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: int) -> ProgressLog:
-    """One forward pass over the arrival, then the head is solved from the strategy's sums."""
+def fit_closed_form(strategy, model, tokenizer, rows: list[dict], batch_size: int, desc: str = "embed") -> ProgressLog:
+    """One forward pass over the arrival (its progress bar: ``desc``), then the head is solved from the strategy's
+    sums."""
     progress = ProgressLog(f"{strategy.name} forward pass")
     begin = time.perf_counter()
     strategy.prepare(model, len(model.labels))
-    features = embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size)
+    features = embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size, desc)
     strategy.fit(model, features, torch.tensor([model.label2id[r["label"]] for r in rows]))
     progress.examples, progress.seconds = len(rows), time.perf_counter() - begin
     return progress

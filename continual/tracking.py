@@ -36,7 +36,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from continual import local_store
 from continual.model_name import WORKSPACE_TAG, NameTaken, registered_model, refuse_if_owned_elsewhere
+from continual.progress import ticking
 from continual.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -89,7 +91,7 @@ def tracking_uri(ws: Workspace, params: dict[str, Any]) -> str:
 
 
 def _local_store(ws: Workspace) -> str:
-    return f"sqlite:///{ws.root / 'mlflow.db'}"
+    return local_store.store_uri(ws)
 
 
 def _fail_fast() -> None:
@@ -127,6 +129,7 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
     from continual.race_safe_client import RaceSafeClient
 
     uri = tracking_uri(ws, params)
+    local_store.follow_move(ws, uri)  # a moved or copied workspace: its store's locations point here first
     mlflow.set_tracking_uri(uri)  # the fluent log_model call writes wherever this points
     client = RaceSafeClient(uri)
     name = params["tracking"]["experiment"]
@@ -139,7 +142,7 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
     if experiment is not None:
         return client, experiment.experiment_id
     # A local store keeps its artifacts beside its database; a configured server chooses its own place.
-    location = (ws.root / "mlartifacts").as_uri() if uri == _local_store(ws) else None
+    location = local_store.artifact_location(ws) if local_store.is_store_of(ws, uri) else None
     try:
         return client, client.create_experiment(name, artifact_location=location)
     except MlflowException as error:  # on a shared server, another stream's first track stage created it just now
@@ -217,7 +220,8 @@ def reconcile(ws: Workspace, params: dict[str, Any]) -> dict[str, str]:
     for key in keys:
         folder = RoundFolder.read(ws, key)
         if find_round_run(client, experiment_id, ws, folder) is None:
-            logged[key] = _log(client, experiment_id, ws, folder, params)
+            with ticking(f"tracking: logging round {key} (metrics, plots, model)"):
+                logged[key] = _log(client, experiment_id, ws, folder, params)
     if logged:
         # Rounds may have been logged out of order: the lineage run's plots must show the whole stream.
         last = RoundFolder.read(ws, keys[-1])
@@ -335,7 +339,7 @@ def _lineage_run(client: "MlflowClient", experiment_id: str, ws: Workspace, info
                              params=[Param(name, value) for name, value in _flatten(info["params"]).items()])
         return found[0].info.run_id
     tags = {KIND_TAG: "lineage", LINEAGE_TAG: line, "continual.strategy": info["strategy"],
-            "continual.workspace": str(ws.root)}
+            local_store.FOLDER_TAG: str(ws.home)}
     run_id = client.create_run(experiment_id, run_name=line.rsplit(":", 1)[0], tags=tags).info.run_id
     client.log_batch(run_id, params=[Param(name, value) for name, value in _flatten(info["params"]).items()])
     client.set_terminated(run_id)  # rounds append to it later; it is never "running" in between
@@ -391,18 +395,18 @@ def log_pooled_model(model_dir: Path, registered_model_name: str | None = None):
     model loads wherever torch, transformers and mlflow are installed.
     """
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
 
     import service
-    from service.pyfunc import ARTIFACT, PooledPyfunc
+    from service.pyfunc import ARTIFACT, SIGNATURE
 
+    code = Path(service.__file__).parent
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=PooledPyfunc(),
-        artifacts={ARTIFACT: str(model_dir)},
-        code_paths=[str(Path(service.__file__).parent)],
-        signature=ModelSignature(inputs=Schema([ColSpec("string")])),
+        python_model=str(code / "pyfunc_model.py"),  # models from code: nothing is pickled
+        # A file URI, not a path: MLflow percent-decodes a plain path, and "a %25 b" would become "a % b".
+        artifacts={ARTIFACT: Path(model_dir).resolve().as_uri()},
+        code_paths=[str(code)],
+        signature=SIGNATURE,
         pip_requirements=[f"{package}=={_release(package)}" for package in SERVED_PACKAGES],
         registered_model_name=registered_model_name,
     )

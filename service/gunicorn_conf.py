@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 
@@ -38,6 +39,8 @@ timeout = 120  # a worker loads its model while booting; MiniLM from a remote ar
 # Idle keep-alive connections do not hold it up (service.gunicorn_worker closes them when the worker stops).
 graceful_timeout = 10
 accesslog = "-"
+# gunicorn's default line plus the request id the app answered with (X-Request-ID): a client's report finds its line.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 # Gunicorn 26's control socket has one default path per user: two servers on a host would collide.
 control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # heartbeats off a slow disk
@@ -48,17 +51,21 @@ PROMETHEUS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db"
 
 
 def check_multiproc_dir() -> list[Path]:
-    """prometheus_client's files of an earlier run in $PROMETHEUS_MULTIPROC_DIR (created if missing).
+    """prometheus_client's files of an earlier run in $PROMETHEUS_MULTIPROC_DIR (created if missing), and the
+    drift monitor's shared windows (service.monitoring.shared_window).
 
     Raises ValueError if the folder holds anything else: it is not ours to clean or to fill (pointed at a
     workspace, it holds mlflow.db, which the old cleanup deleted), and the collector reads every ``*.db``."""
+    from service.monitoring.shared_window import FOLDER
+
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         return []
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     entries = sorted(path.iterdir())
-    foreign = [p.name for p in entries if not (PROMETHEUS_FILE.fullmatch(p.name) and p.is_file())]
+    foreign = [p.name for p in entries if not (PROMETHEUS_FILE.fullmatch(p.name) and p.is_file()
+                                               or p.name == FOLDER and p.is_dir() and not p.is_symlink())]
     if foreign:
         raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={folder} holds files prometheus_client did not write "
                          f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): "
@@ -71,7 +78,9 @@ def on_starting(server) -> None:
     one's), and create a new SQLite MLflow database once, which racing workers would break."""
     from service.config import load_config
     from service.model_source import create_sqlite_stores
+    from service.redaction import install_log_redaction
 
+    install_log_redaction()  # the master's log lines too (plain `gunicorn -c python:service.gunicorn_conf`)
     try:
         stale = check_multiproc_dir()
         # service.serve hands its config to gunicorn; `gunicorn service.wsgi:app` has only the environment.
@@ -79,7 +88,10 @@ def on_starting(server) -> None:
     except ValueError as error:
         raise RuntimeError(str(error)) from None  # gunicorn prints a RuntimeError and exits, no traceback
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     uris = [uri for _, uri in settings.models] or ([settings.source_uri] if settings.source_uri else [])
     create_sqlite_stores(uris, settings.tracking_uri, settings.registry_uri)
 

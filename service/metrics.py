@@ -73,7 +73,8 @@ class ServiceMetrics:
         self.captured = Counter("continual_capture_rows", "Served texts written to the capture file",
                                 registry=registry)
         self.capture_dropped = Counter("continual_capture_dropped", "Sampled texts not captured, by reason "
-                                       "(disk: the write failed, e.g. a full disk; queue: the writer fell behind; invalid; closed)",
+                                       "(disk: the write failed, e.g. a full disk; queue: the writer fell behind; "
+                                       "too_large: one row over capture_max_bytes; invalid; closed)",
                                        ["reason"], registry=registry)
 
     def add_model(self, name: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from service.backends import ServedModel
 from service.metrics import ServiceMetrics
 from service.model_source import ModelCard, ModelNotRegistered, ModelSource, hf_folders
 from service.monitoring.reference import Reference
+from service.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,10 @@ class ModelHolder:
         self.max_quantized_drop = max_quantized_drop  # auto, for a folder no gate has judged
         self.threads = threads                        # intra-op threads of the backend, per process
         self.metrics = metrics
-        self.last_error: str | None = None           # the last load's failure in full, for the log and /admin
-        self.public_error: str | None = None         # the same for anyone: no paths, SQL or tracebacks
+        self.last_error: str | None = None           # the last load's failure in full (credentials removed): /admin
+        self.public_error: str | None = None         # the same for anyone: no paths, hosts, SQL or tracebacks
+        self.error_id: str | None = None             # names the failure in the log, in /admin and in public_error
+        self.failed_at: float | None = None          # Unix time of the last failure
         self.awaiting_registration = False           # the last look found no model at the source's URI
         self.stale = False  # the source points at a model that failed to load (the old one, if any, serves)
         self._current: ServedModel | None = None
@@ -82,27 +87,31 @@ class ModelHolder:
                 if self.last_error != str(error):
                     log.warning("model %s: %s; looking again later", self.name, error)
                 self.last_error = self.public_error = str(error)
+                self.error_id = self.failed_at = None
                 self.awaiting_registration = True
                 raise ReloadFailed(self.last_error, not_registered=True) from error
             except Exception as error:  # any failure of a load must leave the old model serving
                 self.awaiting_registration = False
-                self.last_error = f"{type(error).__name__}: {error}"
-                # Exception texts carry paths, SQL or a database's own words: they go to the log only.
-                self.public_error = (f"model {self.name!r} failed to load ({type(error).__name__}); "
-                                     "the server's log says why")
+                self.error_id, self.failed_at = f"load-{uuid.uuid4().hex[:12]}", time.time()
+                self.last_error = redact(f"{type(error).__name__}: {error} ({self.error_id})")
+                # Exception texts carry paths, hosts, SQL or a database's own words: the log and /admin have them,
+                # anyone else the id that finds them there.
+                self.public_error = (f"model {self.name!r} failed to load; the server's log has the detail "
+                                     f"({self.error_id})")
                 self.metrics.reload_failures.labels(self.name).inc()
                 if card is not None:  # the alias moved (or nothing is served) and this server is behind it
                     self._set_stale(True)
-                log.exception("loading model %s from %s failed; still serving %s", self.name, self.source.uri,
-                              previous_card.version if previous_card else "nothing")
+                log.exception("loading model %s from %s failed; still serving %s (%s)", self.name,
+                              redact(self.source.uri), previous_card.version if previous_card else "nothing",
+                              self.error_id)
                 raise ReloadFailed(self.last_error) from error
             self._current = loaded  # the swap: one reference assignment, atomic under the GIL
-            self.last_error = self.public_error = None
+            self.last_error = self.public_error = self.error_id = self.failed_at = None
             self.awaiting_registration = False
             self._set_stale(False)
             self.metrics.model_swapped(self.name, loaded.card, previous_card)
             self.metrics.backend_swapped(self.name, loaded.backend.name, previous.backend.name if previous else None)
-            log.info("model %s: serving %s (version %s, round %s) on %s: %s", self.name, card.source, card.version,
+            log.info("model %s: serving %s (version %s, round %s) on %s: %s", self.name, card.location, card.version,
                      card.round_key, loaded.backend.name, loaded.backend.reason)
             return ReloadOutcome(True, previous_card, loaded.card)
 

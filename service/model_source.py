@@ -19,8 +19,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol
+from urllib.parse import urlsplit
 
 import yaml
+
+from service.redaction import public_uri, redact
 
 # models:/NAME@ALIAS or models:/NAME/VERSION; anything else under models:/ (a logged-model id) is
 # downloaded as plain artifacts without registry metadata.
@@ -34,7 +37,9 @@ log = logging.getLogger(__name__)
 class ModelCard:
     """Who answered a request: the registry version, the round and the data it was trained on."""
 
-    source: str
+    # What anyone may read: the registry URI the server follows (models:/NAME@alias, models:/NAME/3, runs:/...), None
+    # for a local folder or a URI that names a host or a file (service.redaction.public_uri).
+    source: str | None
     fingerprint: str                 # changes exactly when the source points at another model
     name: str | None = None          # registered model name
     version: str | None = None       # registry version
@@ -43,9 +48,12 @@ class ModelCard:
     arrival: str | None = None
     data_hash: str | None = None
     int8_gate: str | None = None     # the promotion gate's int8 check ("passed: ..." / "failed: ..."), if it ran
+    location: str | None = None      # where it was loaded from (a folder, a URI without credentials): log, admin
 
-    def as_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if key != "fingerprint"}
+    def as_json(self, private: bool = False) -> dict[str, Any]:
+        """The card for an answer; ``private`` (the admin API) adds ``location``."""
+        hidden = {"fingerprint"} if private else {"fingerprint", "location"}
+        return {key: value for key, value in asdict(self).items() if key not in hidden}
 
 
 class ModelSource(Protocol):
@@ -70,7 +78,7 @@ class LocalFolderSource:
         round_info = _read_round_json(root / "round.json")
         key = round_info.get("key")
         return ModelCard(
-            source=str(root), fingerprint=f"{key}:{stamp}",
+            source=None, location=str(root), fingerprint=f"{key}:{stamp}",
             round=_str_or_none(round_info.get("index")), round_key=key,
             arrival=_arrival_of(key), data_hash=round_info.get("data_hash"),
         )
@@ -116,7 +124,7 @@ class RegistrySource:
         tags = found.tags or {}
         round_key = tags.get("round_key")
         return ModelCard(
-            source=self.uri, fingerprint=f"{self.name}/{found.version}", name=self.name,
+            source=self.uri, location=self.uri, fingerprint=f"{self.name}/{found.version}", name=self.name,
             version=str(found.version), round=tags.get("round"), round_key=round_key,
             arrival=tags.get("arrival") or _arrival_of(round_key), data_hash=tags.get("data_hash"),
             int8_gate=tags.get(INT8_GATE_TAG),
@@ -148,7 +156,7 @@ class ArtifactSource:
     registry_uri: str | None = None
 
     def resolve(self) -> ModelCard:
-        return ModelCard(source=self.uri, fingerprint=self.uri)
+        return ModelCard(source=public_uri(self.uri), location=redact(self.uri), fingerprint=self.uri)
 
     def fetch(self, card: ModelCard, into: Path) -> Path:
         return _download(self.uri, into, self.tracking_uri, self.registry_uri)
@@ -173,9 +181,9 @@ def create_sqlite_stores(uris: Iterable[str], tracking_uri: str | None, registry
     that every forked worker shares. Only when a served URI needs MLflow (not a local folder)."""
     if all(Path(uri).is_dir() for uri in uris):
         return
-    for uri in dict.fromkeys(u for u in (tracking_uri, registry_uri) if u and u.startswith("sqlite:///")):
-        database = Path(uri.removeprefix("sqlite:///").split("?")[0])
-        if database.is_file() and database.stat().st_size > 0:
+    for uri in dict.fromkeys(u for u in (tracking_uri, registry_uri) if u):
+        database = sqlite_database(uri)
+        if database is None or database.is_file() and database.stat().st_size > 0:
             continue
         log.info("creating the MLflow database %s before the workers start", database)
         created = subprocess.run(
@@ -184,6 +192,18 @@ def create_sqlite_stores(uris: Iterable[str], tracking_uri: str | None, registry
              uri], capture_output=True, text=True, timeout=300)
         if created.returncode != 0:  # the workers meet the same fault and report it
             log.warning("could not create the MLflow database %s: %s", database, created.stderr.strip()[-2000:])
+
+
+def sqlite_database(uri: str) -> Path | None:
+    """The file a SQLite URL names, None for any other store (or an in-memory database). Parsed as SQLAlchemy
+    parses it, since that is who opens it: the path is percent-decoded, so a '%', '?' or '#' in a folder name
+    arrives quoted (``sqlite:///a%25b%3F/mlflow.db`` is the file ``a%b?/mlflow.db``)."""
+    if urlsplit(uri).scheme.partition("+")[0].lower() != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def hf_folders(root: Path) -> tuple[Path, Path]:

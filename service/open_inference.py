@@ -103,9 +103,11 @@ def _input_texts(tensor: dict[str, Any], binary: bytes, limits: TextLimits) -> l
     parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
         raise ApiError(422, "input parameters must be an object")
+    if shape[0] > limits.max_texts:  # before any element is read: the refusal costs no more than the header
+        raise ApiError(422, f"{shape[0]} texts in one request; at most {limits.max_texts}")
     binary_size = parameters.get("binary_data_size")
     if binary_size is not None:
-        data = _decode_binary_bytes(binary, binary_size)
+        data = _decode_binary_bytes(binary, binary_size, shape[0])
     else:
         data = tensor.get("data")
         if not isinstance(data, list):
@@ -117,11 +119,15 @@ def _input_texts(tensor: dict[str, Any], binary: bytes, limits: TextLimits) -> l
     return validated_texts(data, limits, field="data")
 
 
-def _decode_binary_bytes(binary: bytes, size: Any) -> list[str]:
+def _decode_binary_bytes(binary: bytes, size: Any, count: int) -> list[str]:
+    """The BYTES elements of the binary part; more than the ``count`` the shape declares is refused at the first
+    element too many, before it is decoded."""
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary):
         raise ApiError(400, "binary_data_size does not match the binary part of the body")
     texts, offset, end = [], 0, size
     while offset < end:
+        if len(texts) == count:
+            raise ApiError(422, f"shape says {count} texts, the binary data holds more")
         if offset + 4 > end:
             raise ApiError(400, "truncated BYTES element in the binary data")
         (length,) = struct.unpack_from("<I", binary, offset)

@@ -10,8 +10,16 @@ from __future__ import annotations
 import os
 
 import mlflow.pyfunc
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 ARTIFACT = "classifier"  # the round's model folder, logged under artifacts/classifier
+# No input example is logged: MLflow validates one by loading the model, which would import torch (about
+# 0.9 GB) into the track stage. The signature names what goes in and what comes out.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.string)]),  # unnamed: a list of texts, a Series or a one-column frame
+    outputs=Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.double, "score"),
+                    ColSpec(Array(DataType.double), "probabilities")]))
 
 
 class PooledPyfunc(mlflow.pyfunc.PythonModel):

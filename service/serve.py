@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 from service import gunicorn_conf
 from service.backends import BACKENDS
 from service.model_map import parse_model_args
+from service.redaction import install_log_redaction
 
 
 class GunicornServer(BaseApplication):
@@ -46,6 +47,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int, debug: bo
         "timeout": gunicorn_conf.timeout,
         "graceful_timeout": gunicorn_conf.graceful_timeout,
         "accesslog": gunicorn_conf.accesslog,
+        "access_log_format": gunicorn_conf.access_log_format,
         "worker_tmp_dir": gunicorn_conf.worker_tmp_dir,
         "control_socket_disable": gunicorn_conf.control_socket_disable,
         "on_starting": gunicorn_conf.on_starting,
@@ -59,8 +61,11 @@ def run_server(config: dict[str, Any], host: str = "127.0.0.1", port: int = 8000
 
     ``debug`` means debug logging and nothing else: Werkzeug's interactive debugger runs any Python a
     client sends it, so no flag of this server turns it on."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # every record gets a request_id ("-" in the master) and no credentials
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s [%(request_id)s]: "
+                                           "%(message)s", defaults={"request_id": "-"}))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     GunicornServer(config, gunicorn_options(host, port, workers, threads, debug)).run()
 
 

@@ -63,8 +63,10 @@ class ServiceState:
     def serving_model(self) -> ServedModel:
         return self.default.serving_model()
 
-    def classify(self, model: ServedModel, texts: list[str], stream: Stream | None = None) -> list[Prediction]:
-        """Predictions of ``model`` (read once from ``stream``, the default one if None) on ``texts``."""
+    def classify(self, model: ServedModel, texts: list[str], stream: Stream | None = None,
+                 capture: bool = False) -> list[Prediction]:
+        """Predictions of ``model`` (read once from ``stream``, the default one if None) on ``texts``; ``capture``:
+        the texts may be sampled for capture (service.api.admin.may_capture)."""
         self.metrics.texts.inc(len(texts))
         if self.batcher is None:
             predictions = predict_unbatched(model, texts, self.config.max_batch_size, self.metrics.batch_size.observe)
@@ -75,7 +77,7 @@ class ServiceState:
             except FutureTimeout:
                 future.cancel()
                 raise ApiError(503, "the model is overloaded; try again", {"Retry-After": "1"}) from None
-        (stream or self.default).monitor.observe(model, texts, predictions)
+        (stream or self.default).monitor.observe(model, texts, predictions, capture)
         return predictions
 
     def close(self) -> None:

@@ -100,7 +100,8 @@ def _stream(name: str, source: ModelSource, settings: ServiceConfig, metrics: Se
     capture = None
     if settings.monitoring and settings.capture_rate > 0 and capture_dir is not None:
         capture = CaptureWriter(capture_dir, settings.capture_max_rows, metrics.captured.inc,
-                                lambda reason, n=1: metrics.capture_dropped.labels(reason).inc(n))
+                                lambda reason, n=1: metrics.capture_dropped.labels(reason).inc(n),
+                                max_bytes=settings.capture_max_bytes)
     monitor_settings = MonitorSettings(settings.monitoring, settings.monitoring_window, settings.monitoring_interval_s,
                                        settings.monitoring_min_texts, settings.drift_thresholds, settings.capture_rate)
     monitor = Monitor(monitor_settings, metrics, lambda: holder.current, name, capture)

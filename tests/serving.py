@@ -42,8 +42,8 @@ def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float
 def gunicorn_server(args: list[str], folder: Path, env: dict[str, str] | None = None,
                     ready_path: str = "/v2/health/ready") -> Iterator[dict]:
     """``service.serve ARGS`` on a free loopback port, its log in ``folder``, Prometheus in multiprocess mode;
-    yields {"base", "port", "log"} once ``ready_path`` answers 200 (/v2/health/live: started, with or without a
-    model), and stops the server (and its workers) afterwards."""
+    yields {"base", "port", "log", "pid" (the master's)} once ``ready_path`` answers 200 (/v2/health/live: started,
+    with or without a model), and stops the server (and its workers) afterwards."""
     port, log = free_port(), folder / "server.log"
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus"), "HF_HUB_OFFLINE": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
@@ -55,13 +55,17 @@ def gunicorn_server(args: list[str], folder: Path, env: dict[str, str] | None = 
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, log, path=ready_path)
-        yield {"base": base, "port": port, "log": log}
+        yield {"base": base, "port": port, "log": log, "pid": process.pid}
     finally:
-        # SIGINT: gunicorn's quick stop. SIGTERM's graceful stop waits out graceful_timeout while a
-        # client still holds an idle keep-alive connection (gunicorn 26 gthread).
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop a server started in its own session, and its workers. SIGINT: gunicorn's quick stop; SIGTERM's graceful
+    stop waits out graceful_timeout while a client still holds an idle keep-alive connection (gunicorn 26 gthread)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

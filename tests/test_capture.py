@@ -84,7 +84,7 @@ def test_every_str_round_trips_exactly_and_lines_stay_ascii(tmp_path):
     raw = (tmp_path / CURRENT).read_bytes()
     assert raw.isascii() and raw.count(b"\n") == len(HOSTILE)  # no text can break or add a line
     row = next(read_captures(tmp_path))
-    assert set(row) == {"time", "text", "prediction", "confidence", "model_version", "round_key"}
+    assert set(row) == {"time", "text", "prediction", "confidence", "model_name", "model_version", "round_key"}
     assert row["time"].endswith("+00:00") and row["model_version"] == "3" and row["round_key"] == "0002-b"
 
 
@@ -101,6 +101,56 @@ def test_rotation_keeps_at_most_two_files_of_max_rows_newest_last(tmp_path):
     assert [r["text"] for r in read_captures(tmp_path)] == [f"text {i}" for i in range(30, 50)]
     assert (tmp_path / COUNT).read_text().split()[0] == "10"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, PREVIOUS, COUNT, ".capture.lock"])
+
+
+def test_rotation_by_bytes_keeps_the_folder_under_its_byte_cap(tmp_path):
+    """Long texts rotate by bytes long before max_rows; a row longer than max_bytes alone is dropped: the folder
+    never holds more than 2 x max_bytes of rows (plus the lock and the 42-byte count)."""
+    counts, max_bytes = Counts(), 8192
+    w = writer(tmp_path, counts, max_rows=10**6, max_bytes=max_bytes)
+    sizes = [(i * 7919) % 3000 for i in range(300)]  # 0..3,000 characters, in batches that straddle rotations
+    for start in range(0, 300, 13):
+        w.offer([record(i, f"{i} " + "y" * sizes[i]) for i in range(start, min(start + 13, 300))])
+    w.offer([record(300, "z" * max_bytes)])  # alone longer than a file may be
+    w.close()
+    assert counts.written + counts.dropped["too_large"] == 301 and counts.dropped == Counter(too_large=1)
+    files = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    assert files[CURRENT] <= max_bytes and files[PREVIOUS] <= max_bytes
+    assert sum(files.values()) <= 2 * max_bytes + 64, files
+    kept = [r["text"] for r in read_captures(tmp_path)]
+    assert kept[-1].startswith("299 ") and len(kept) > 4  # the newest rows, in order
+    assert [int(t.split()[0]) for t in kept] == list(range(300 - len(kept), 300))
+    assert (tmp_path / COUNT).read_text().split()[1] == str(files[CURRENT])
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_capture_folder_and_files_are_private_whatever_the_umask(tmp_path, umask):
+    """Folder 0700, every file 0600, under the loosest umask and the usual one; a folder and a file an older server
+    left readable to all are tightened on the next write."""
+    old = os.umask(umask)
+    try:
+        made = tmp_path / "new" / "captures"
+        check_capture_settings(1.0, 2, made)  # what the server does at start
+        counts = Counts()
+        w = writer(made, counts, max_rows=2)
+        w.offer([record(i) for i in range(5)])  # a rotation: both files
+        w.close()
+        left = tmp_path / "left"
+        left.mkdir(mode=0o755)
+        os.chmod(left, 0o755)
+        (left / CURRENT).write_text(json.dumps(record(0)) + "\n")
+        os.chmod(left / CURRENT, 0o644)
+        w = writer(left, Counts())
+        w.offer([record(1)])
+        w.close()
+    finally:
+        os.umask(old)
+    for folder in (made, left):
+        assert oct(folder.stat().st_mode & 0o777) == oct(0o700)
+        names = sorted(p.name for p in folder.iterdir())
+        assert CURRENT in names and ".capture.lock" in names and COUNT in names
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {n: oct(0o600) for n in names}
+    assert (made / PREVIOUS).exists()
 
 
 def _write_from_process(folder: str, tag: str, n: int, max_rows: int, start) -> None:
@@ -296,7 +346,7 @@ def test_export_round_trips_hostile_texts_through_ingest(tmp_path, capsys):
 
     out = tmp_path / "to label.csv"
     capsys.readouterr()
-    assert main(["-C", str(root), "capture", "export", str(out)]) == 0
+    assert main(["-C", str(root), "capture", "export", str(out), "--keep-formulas"]) == 0  # exactly as captured
     printed = capsys.readouterr().out
     assert f"wrote {len(texts)} rows to {out}" in printed
     assert "capture.1.jsonl (8 rows)" in printed and "capture.jsonl (7 rows)" in printed
@@ -324,3 +374,94 @@ def test_export_round_trips_hostile_texts_through_ingest(tmp_path, capsys):
         assert all(0.6 <= float(r["confidence"]) <= 0.7 for r in csv.DictReader(f))
     assert main(["-C", str(root), "capture", "export", str(tmp_path / "x.jsonl")]) == 2
     assert main(["-C", str(root), "capture", "export", str(out), "--dir", str(tmp_path / "none")]) == 2
+
+
+def test_export_neutralises_formulas_unless_asked_not_to(tmp_path, capsys):
+    """Cells a spreadsheet would run (=, +, -, @, tab, CR first) get a leading '; plain numbers (a label -1) do not.
+    --keep-formulas writes them as captured. The CSV is 0600, as the captures are."""
+    from continual.cli import main
+
+    root = tmp_path / "ws"
+    assert main(["init", str(root)]) == 0
+    texts = {"=cmd|' /C calc'!A0": "-1", "+1+1": "+1", "-2+3+cmd": "-1", "@SUM(A1:A2)": "+1", "-1 star, awful": "-1",
+             "fine as it is": "+1", "=HYPERLINK(\"http://x\")": "@odd"}
+    w = writer(root / "captures", Counts())
+    w.offer([record(i, text, label) for i, (text, label) in enumerate(texts.items())])
+    w.close()
+    out = tmp_path / "to label.csv"
+    old = os.umask(0o022)
+    try:
+        assert main(["-C", str(root), "capture", "export", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert "written with a leading '" in capsys.readouterr().out
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600)
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = {r["text"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"'" + t if t[0] in "=+-@" else t for t in texts}
+    assert rows["fine as it is"]["label"] == "+1" and rows["'-1 star, awful"]["label"] == "-1"  # numbers stay
+    assert rows["'=HYPERLINK(\"http://x\")"]["label"] == rows["'=HYPERLINK(\"http://x\")"]["prediction"] == "'@odd"
+    for row in rows.values():
+        assert all(not cell.startswith(("=", "+", "@", "\t", "\r")) or cell == "+1" for cell in row.values())
+
+    assert main(["-C", str(root), "capture", "export", str(out), "--keep-formulas"]) == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        assert {r["text"]: r["label"] for r in csv.DictReader(f)} == texts
+
+
+def test_continual_serve_passes_the_capture_settings_from_params(tmp_path):
+    from continual.cli import monitoring_settings
+    from continual.params import load_params
+    from continual.workspace import Workspace
+
+    params = load_params()
+    params["monitoring"]["capture"].update(rate=0.5, max_bytes=65536, anonymous=True)
+    settings = monitoring_settings(Workspace.at(tmp_path), params)
+    assert (settings["capture_max_bytes"], settings["capture_anonymous"]) == (65536, True)
+    from service.config import ServiceConfig, load_config
+
+    assert load_config({}, environ={}).capture_max_bytes == load_params()["monitoring"]["capture"]["max_bytes"] \
+        == ServiceConfig.capture_max_bytes
+    assert load_config({}, environ={}).capture_anonymous is load_params()["monitoring"]["capture"]["anonymous"] is False
+
+
+@pytest.mark.slow
+def folder_bytes(folder: Path) -> int:
+    """Bytes in ``folder`` now; a file rotated away between the listing and its stat counts for nothing."""
+    total = 0
+    for path in folder.iterdir():
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def test_a_flood_of_anonymous_long_texts_stays_under_the_byte_cap(onnx_model_dir, tmp_path):
+    """Two gunicorn workers writing to one capture folder (capture_anonymous on, every text sampled), 240 texts of
+    10,000 characters: the folder never holds more than 2 x capture_max_bytes."""
+    from serving import gunicorn_server
+
+    captures, max_bytes = tmp_path / "captures", 65536
+    args = ["--model-uri", str(onnx_model_dir), "--workers", "2", "--threads", "2", "--set", "compute_threads=1",
+            "--set", "capture_rate=1", "--set", "capture_anonymous=true", "--set", f"capture_max_bytes={max_bytes}",
+            "--set", f"capture_dir={captures}", "--set", "monitoring_interval_s=3600", "--set", "max_length=16"]
+    with gunicorn_server(args, tmp_path) as server:
+        import requests
+
+        biggest = 0
+        for i in range(30):
+            texts = [f"{i}-{j} " + "é" * 9990 for j in range(8)]  # each row \u-escaped: 60 KB, nearly the cap
+            assert requests.post(f"{server['base']}/predict", json={"texts": texts}, timeout=30).status_code == 200
+            biggest = max(biggest, folder_bytes(captures))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            exposition = requests.get(f"{server['base']}/metrics", timeout=10).text
+            if "continual_capture_rows_total" in exposition and \
+                    sum(float(line.split()[-1]) for line in exposition.splitlines()
+                        if line.startswith("continual_capture_rows_total")) >= 1:
+                break
+            time.sleep(0.2)
+        biggest = max(biggest, folder_bytes(captures))
+    assert biggest <= 2 * max_bytes + 64
+    assert len(list(read_captures(captures))) >= 1

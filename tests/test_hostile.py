@@ -85,6 +85,20 @@ def test_promote_takes_only_a_registered_key(capsys, tmp_path, key):
     assert snapshot(tmp_path) == before  # not even an MLflow store was created
 
 
+@pytest.mark.parametrize("key", ["../../x", "../x", "0001-tweets/../../../x", str(Path("/tmp")), "0003-news"])
+def test_merge_takes_only_a_registered_key(capsys, tmp_path, key):
+    ws = registered_workspace(tmp_path / "ws")
+    outside = tmp_path / "x" / "model"  # what ../../x names from rounds/: a model folder outside the workspace
+    outside.mkdir(parents=True)
+    (outside / "classifier.json").write_text("{}")
+    before = snapshot(tmp_path)
+    code, err = run_cli(capsys, "-C", str(ws.root), "merge", key, str(tmp_path / "out"))
+    assert code == 2
+    assert_one_line(err, "merge")
+    assert f"{key!r} is not a round key registered in stream.yaml" in err
+    assert snapshot(tmp_path) == before
+
+
 def test_workspace_key_checks_raise_lookup_error(tmp_path):
     ws = registered_workspace(tmp_path / "ws")
     assert ws.keys_up_to("0002-movies") == KEYS

@@ -126,6 +126,36 @@ def test_admin_reload_swaps_to_the_moved_alias(champion_on_v1):
         shutdown(app)
 
 
+def test_only_admin_requests_are_captured_and_each_row_names_the_version_that_answered(champion_on_v1, tmp_path):
+    """capture_anonymous off (the default): anonymous traffic on both APIs is served but never captured; requests
+    with the admin token are, and each row says which model version answered, across a hot swap."""
+    from service.monitoring.capture_files import read_captures
+
+    captures = tmp_path / "captures"
+    app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "admin_token": "s3cret",
+                      "compute_threads": 1, "capture_rate": 1.0, "capture_dir": str(captures)})
+    client = app.test_client()
+    auth = {"Authorization": "Bearer s3cret"}
+    infer = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["anon v2 a", "anon v2 b"]}]}
+    try:
+        for i in range(10):
+            assert client.post("/predict", json={"texts": [f"anonymous {i}"]}).status_code == 200
+            assert client.post(f"/v2/models/{MODEL_NAME}/infer", json=infer).status_code == 200
+            assert client.post("/predict", json={"texts": ["wrong token"]},
+                               headers={"Authorization": "Bearer nope"}).status_code == 200
+        assert client.post("/predict", json={"texts": ["trusted one"]}, headers=auth).status_code == 200
+        move_alias(champion_on_v1, "2")
+        assert client.post("/admin/reload", headers=auth).get_json()["swapped"] is True
+        infer["inputs"][0]["data"] = ["trusted two", "trusted three"]
+        assert client.post(f"/v2/models/{MODEL_NAME}/infer", json=infer, headers=auth).status_code == 200
+    finally:
+        move_alias(champion_on_v1, "1")
+        shutdown(app)  # writes what is queued
+    rows = [(r["text"], r["model_name"], r["model_version"], r["round_key"]) for r in read_captures(captures)]
+    assert rows == [("trusted one", MODEL_NAME, "1", "0001-tweets"), ("trusted two", MODEL_NAME, "2", "0002-movies"),
+                    ("trusted three", MODEL_NAME, "2", "0002-movies")]
+
+
 def test_poll_follows_the_alias(champion_on_v1):
     app = create_app({"registered_model": MODEL_NAME, "tracking_uri": champion_on_v1, "poll_seconds": 0.2,
                       "compute_threads": 1})

@@ -147,6 +147,51 @@ def test_a_request_sent_in_pieces_is_served(patient_server):
         assert read_response(stream)[0] == 200
 
 
+def test_a_body_over_the_limit_is_refused_unread_and_its_connection_closed(patient_server):
+    """Content-Length 8 MiB against the 4 MiB limit, 64 KiB of it sent: the 413 comes at once, says Connection: close
+    and the connection closes, without the server waiting for (or reading) the rest of the body."""
+    with connect(patient_server["port"]) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 8388608\r\n\r\n" + b"x" * 65536)
+        sock.settimeout(5)
+        status, headers, body = read_response(stream)
+        assert status == 413 and headers["connection"] == "close" and json.loads(body)["request_id"]
+        seconds, _ = time_to_close(sock, 5)
+        assert seconds < 4
+
+
+def test_a_large_body_costs_little_cpu(patient_server):
+    """A 4 MiB body (the limit) refused by the schema, and 4 MiB of empty binary tensor elements (more than max_texts):
+    each refusal costs the workers a small fraction of a second of CPU. Guards two things: the worker hands the app
+    the buffered body from memory (gunicorn's own reader copies the rest of the body for every KiB it returns), and
+    the binary elements are counted against the shape before they are decoded."""
+    import psutil
+
+    workers = psutil.Process(patient_server["pid"]).children()
+
+    def cpu() -> float:
+        return sum(sum(worker.cpu_times()[:2]) for worker in workers)
+
+    limit = 4 * 1024 * 1024
+    count = (limit - 300) // 4
+    header = json.dumps({"inputs": [{"name": "text", "shape": [count], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 4 * count}}]}).encode()
+    texts = (limit - 200) // 3
+    cases = [({}, json.dumps({"texts": [""] * texts}, separators=(",", ":")).encode()),
+             ({"Inference-Header-Content-Length": str(len(header))}, header + b"\0\0\0\0" * count)]
+    session = requests.Session()
+    for headers, body in cases:
+        assert len(body) <= limit
+        spent = []
+        for _ in range(3):
+            before = cpu()
+            path = "/predict" if not headers else "/v2/models/classifier/infer"
+            answer = session.post(f"{patient_server['base']}{path}", data=body, headers=headers, timeout=30)
+            assert answer.status_code == 422 and "at most" in answer.json()["error"]
+            spent.append(cpu() - before)
+        assert min(spent) < 0.25, (headers, spent)
+
+
 def test_slow_clients_are_cut_off(strict_server):
     """Past the read timeouts, a half-sent request gets a JSON 408 and its connection is closed; a client that
     trickles a byte at a time is cut as well, and one that never sends anything is closed without an answer."""

@@ -150,6 +150,27 @@ def test_index_negotiates_json_or_the_status_page(monitored_model_dir):
         shutdown(app)
 
 
+def test_the_policy_runs_the_one_script_by_its_hash_and_forbids_framing(monitored_model_dir):
+    import base64
+    import hashlib
+    import re
+
+    app = create_app({"model_uri": str(monitored_model_dir), "compute_threads": 1, "batching": False})
+    try:
+        page = app.test_client().get("/", headers={"Accept": "text/html"})
+    finally:
+        shutdown(app)
+    policy = {part.split()[0]: part.split()[1:] for part in page.headers["Content-Security-Policy"].split("; ")}
+    scripts = re.findall(r"<script>(.*?)</script>", page.get_data(as_text=True), re.DOTALL)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert policy["script-src"] == [f"'sha256-{digest}'"]
+    assert policy["frame-ancestors"] == ["'none'"] and policy["default-src"] == ["'none'"]
+    assert "'unsafe-inline'" not in policy["script-src"]
+    assert not any("unsafe" in source for sources in policy.values() if sources is not policy["style-src"]
+                   for source in sources)
+
+
 @pytest.fixture(scope="module")
 def monitored_server(monitored_model_dir, tmp_path_factory):
     args = ["--model-uri", str(monitored_model_dir), "--workers", "1", "--threads", "4", "--set", "compute_threads=1",

@@ -105,6 +105,18 @@ def test_every_round_registers_a_tagged_model_version(logged):
     assert client.get_run(tags["run_id"]).info.run_name == "0002-movies"
 
 
+def test_the_version_is_a_model_from_code_with_inputs_and_outputs(logged):
+    """MLflow's recommended form: the model's code is logged as a file (nothing is pickled), and the signature
+    names the outputs a caller gets."""
+    import mlflow
+
+    ws, params, _, _ = logged
+    info = mlflow.models.get_model_info(f"models:/{registered_model(ws, params)}/1")
+    assert "model_code_path" in info.flavors["python_function"]
+    assert "python_model.pkl" not in str(info.flavors)
+    assert [c.name for c in info.signature.outputs.inputs] == ["label", "score", "probabilities"]
+
+
 def test_logging_a_round_twice_logs_it_once(logged):
     ws, params, client, experiment_id = logged
     first = {run.info.run_name: run.info.run_id for run in round_runs(client, experiment_id)}

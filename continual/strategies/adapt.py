@@ -55,7 +55,8 @@ class Adapt(Strategy):
         rows = seen()
         self.ridge.sums = {}
         self.ridge.prepare(model, len(model.labels))
-        self.fit(model, embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size),
+        self.fit(model, embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size,
+                                   "adapt: every train row so far, for the ridge head"),
                  torch.tensor([model.label2id[r["label"]] for r in rows]))
         return True
 

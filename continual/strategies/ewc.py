@@ -20,7 +20,7 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, zerolike_params_dict
 from safetensors.torch import load_file, save_file
 
-from continual import distributed
+from continual import distributed, progress
 from continual.strategies.base import RoundContext, Strategy
 
 EWC_FILE = "ewc.safetensors"
@@ -49,11 +49,19 @@ class DeviceFollowingEWC(EWCPlugin, supports_distributed=True):
         """Importance of the trainable parameters only: a LoRA round's frozen encoder gets no gradient, and a
         zero importance for each of its 22M weights would only fill ewc.safetensors and the penalty's loop."""
         trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-        if distributed.world() == 1:
-            importances = super().compute_importances(model, criterion, optimizer, dataset, device, batch_size,
-                                                      **kwargs)
-        else:
-            importances = self._shared_out(model, criterion, optimizer, dataset, device, batch_size, **kwargs)
+        batches = -(-len(dataset) // batch_size)
+        mine = -(-batches // distributed.world())  # under torch.distributed, rank 0's share: its bar alone shows
+        with progress.bar(total=mine, desc="EWC importance (a backward pass per batch)", unit="batch",
+                          disable=bool(distributed.rank())) as shown:
+            def counted(*args):  # Avalanche's loop calls the criterion once per batch: one step of the bar
+                shown.update(1)
+                return criterion(*args)
+
+            if distributed.world() == 1:
+                importances = super().compute_importances(model, counted, optimizer, dataset, device, batch_size,
+                                                          **kwargs)
+            else:
+                importances = self._shared_out(model, counted, optimizer, dataset, device, batch_size, **kwargs)
         return {k: v for k, v in importances.items() if k in trainable}
 
     def _shared_out(self, model, criterion, optimizer, dataset, device, batch_size, **kwargs):

@@ -41,7 +41,7 @@ def index():
         openapi="/openapi.json",
         endpoints=["/predict", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/repository/index",
                    *[f"/v2/models/{name}" for name in names], *[f"/v2/models/{name}/infer" for name in names],
-                   "/metrics", "/monitoring", "/admin/reload"],
+                   "/metrics", "/monitoring", "/admin/reload", "/admin/models"],
     )
     answer.vary.add("Accept")
     return answer

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from service.api.admin import may_capture
 from service.errors import ApiError
 from service.inputs import parse_json_object, validated_texts
 from service.state import ServiceState, service_state
@@ -25,7 +26,7 @@ def predict():
     stream = requested_stream(state, payload)
     texts = validated_texts(payload["texts"], state.limits)
     model = stream.serving_model()
-    predictions = state.classify(model, texts, stream)
+    predictions = state.classify(model, texts, stream, capture=may_capture())
     return jsonify(
         model=model.card.as_json(),
         model_name=stream.name,

@@ -1,4 +1,5 @@
-"""POST /v2/repository/index: the Triton / KServe model repository extension's index of every served model.
+"""POST /v2/repository/index: Triton's model repository index of every served model (the extension's load and unload
+are not served, and GET /v2 does not list it: see service.api.v2).
 
 Each entry is ``{"name", "version", "state": "READY" | "UNAVAILABLE", "reason"}``: READY while the stream has a model
 (``reason`` says if the alias moved to a version that failed to load), UNAVAILABLE while it has none (``reason``:

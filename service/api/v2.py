@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service import __version__
+from service.api.admin import may_capture
 from service.backends import ServedModel
 from service.errors import ApiError
 from service.open_inference import infer_response, model_metadata, parse_infer_request
@@ -12,7 +13,10 @@ from service.state import service_state
 from service.stream import Stream
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+# Only what is served in full. Triton's model_repository extension is load, unload and the index: the index is served
+# (service.api.repository), load and unload are not (the registry alias decides what is served, and /admin/reload
+# follows it; an unload would fight the alias's poll), so the extension is not listed.
+EXTENSIONS = ["binary_tensor_data"]
 
 
 def _model(name: str, version: str | None) -> tuple[Stream, ServedModel]:
@@ -48,4 +52,5 @@ def infer(name: str, version: str | None):
     stream, model = _model(name, version)
     parsed = parse_infer_request(request.get_data(), request.headers.get("Inference-Header-Content-Length"),
                                  state.limits)
-    return jsonify(infer_response(name, model, parsed, state.classify(model, parsed.texts, stream)))
+    predictions = state.classify(model, parsed.texts, stream, capture=may_capture())
+    return jsonify(infer_response(name, model, parsed, predictions))

@@ -29,6 +29,11 @@ ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EMBEDDING_OUTPUT = "sentence_embedding"     # the graph's second output: the pooled embedding (graphs exported since monitoring)
 QUANTIZATION_REPORT = "quantization.json"  # fp32 and int8 accuracy per arrival, written by the round
 PLATFORMS = {"torch": "pytorch_huggingface", "onnx": "onnxruntime_onnx", "onnx-int8": "onnxruntime_onnx"}
+TORCH_STACK = ("torch", "transformers", "safetensors")  # the torch backend's own packages: continual-serve[torch]
+
+
+class BackendUnavailable(RuntimeError):
+    """The chosen backend's libraries are not installed in this environment."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,15 @@ def load(choice: BackendChoice, model_dir: Path, tokenizer_dir: Path, card: "Mod
          threads: int) -> ServedModel:
     """Import only the chosen backend's libraries and load the model with it."""
     if choice.name == "torch":
-        from service.backends.pytorch import LoadedClassifier
+        try:
+            from service.backends.pytorch import LoadedClassifier
+        except ModuleNotFoundError as error:
+            if error.name not in TORCH_STACK:
+                raise
+            raise BackendUnavailable(
+                f"backend torch ({choice.reason}) needs {error.name}, which this install does not have: the "
+                f"continual-serve install serves ONNX graphs only. Serve a model exported with ONNX graphs "
+                f"(backend onnx-int8 or onnx), or install 'continual-serve[torch]'") from error
 
         return LoadedClassifier.load(model_dir, tokenizer_dir, card, max_length, choice, threads)
     from service.backends.onnxrt import OnnxClassifier

@@ -13,6 +13,9 @@ import threading
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust pool fights gunicorn's fork
+# onnxruntime (1.32 on Linux) otherwise starts its telemetry: a device id and an event database under ~/.cache.
+# The server writes only where it is told to (a read-only root file system has no home to write to).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402

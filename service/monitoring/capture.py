@@ -1,17 +1,21 @@
-"""Served texts captured for labelling: opt-in, sampled, bounded, rotated, safe for several processes.
+"""Served texts captured for labelling: opt-in, sampled, private, bounded, rotated, safe for several processes.
 
 The server samples a share (``capture_rate``) of the texts it classifies and hands them, with their
-prediction, to a ``CaptureWriter``: ``offer`` puts them on a bounded queue and returns at once (it never
-blocks the request and never raises); a daemon thread appends them to ``capture.jsonl`` in the capture
-folder. `continual capture export FILE` later turns the folder into a CSV to label and `continual ingest`.
+prediction and the model version that made it, to a ``CaptureWriter``: ``offer`` puts them on a bounded queue and
+returns at once (it never blocks the request and never raises); a daemon thread appends them to ``capture.jsonl`` in
+the capture folder. `continual capture export FILE` later turns the folder into a CSV to label and `continual ingest`.
+Only requests that carry the admin bearer token are sampled unless ``capture_anonymous`` is set (service.api.admin):
+anonymous traffic cannot fill the pool that labelling draws from.
 
-On disk (``folder``):
+On disk (``folder``, mode 0700; every file in it 0600, whatever the umask):
 
-- ``capture.jsonl``: the current file, at most ``max_rows`` rows, one JSON object a line. JSON is written
-  with ``ensure_ascii=True``: every line is ASCII, so no text can break a line (U+2028, U+0085, NUL are
-  escaped) and any Python str, a lone surrogate included, reads back exactly.
-- ``capture.1.jsonl``: the previous current file. When the current file is full it is renamed over this
-  one (``os.replace``) and a new one starts: the folder never holds more than 2 x ``max_rows`` rows.
+- ``capture.jsonl``: the current file, at most ``max_rows`` rows and ``max_bytes`` bytes, one JSON object a
+  line. JSON is written with ``ensure_ascii=True``: every line is ASCII, so no text can break a line (U+2028,
+  U+0085, NUL are escaped) and any Python str, a lone surrogate included, reads back exactly.
+- ``capture.1.jsonl``: the previous current file. Before a row that would take the current file past either
+  bound, it is renamed over this one (``os.replace``) and a new one starts: the folder never holds more than
+  2 x ``max_rows`` rows nor 2 x ``max_bytes`` bytes of rows (plus the two small files below). A row longer than
+  ``max_bytes`` on its own is dropped (``on_dropped("too_large")``).
 - ``.capture.lock``: every gunicorn worker of a server writes to the same folder. A writer holds an
   exclusive ``flock`` on this file while it checks the count, appends and rotates; readers hold a shared one
   while they read both files, so they never see a rotation half done.
@@ -38,50 +42,59 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from service.monitoring.capture_files import append_lines
+from service.monitoring.capture_files import append_lines, private_folder
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 500  # records taken off the queue for one write
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # per capture file (params.yaml: monitoring.capture.max_bytes)
 _STOP = object()
 
 
 def capture_record(text: str, prediction: str, confidence: float, model_version: str | None = None,
-                   round_key: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """One captured row, as `continual capture export` reads it."""
+                   round_key: str | None = None, now: datetime | None = None,
+                   model_name: str | None = None) -> dict[str, Any]:
+    """One captured row, as `continual capture export` reads it: the text, the prediction, and which model answered
+    (its V2 name, registry version and round)."""
     return {
         "time": (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="milliseconds"),
         "text": text,
         "prediction": prediction,
         "confidence": float(confidence),
+        "model_name": model_name,
         "model_version": model_version,
         "round_key": round_key,
     }
 
 
-def check_capture_settings(rate: Any, max_rows: Any, folder: str | Path | None) -> None:
-    """Raise ValueError, naming the setting, unless capture can run as configured. Creates ``folder`` if
-    capture is on (``rate`` > 0) and it is missing."""
+def check_capture_settings(rate: Any, max_rows: Any, folder: str | Path | None,
+                           max_bytes: Any = DEFAULT_MAX_BYTES) -> None:
+    """Raise ValueError, naming the setting, unless capture can run as configured. Creates ``folder`` (0700) if
+    capture is on (``rate`` > 0) and it is missing, and makes an existing one 0700."""
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= float(rate) <= 1:
         raise ValueError(f"capture_rate must be a number between 0 and 1 (the share of served texts captured; "
                          f"0 = off), not {rate!r}")
     if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 1:
         raise ValueError(f"capture_max_rows must be an integer of at least 1 (rows kept in each of the two "
                          f"capture files), not {max_rows!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1024:
+        raise ValueError(f"capture_max_bytes must be an integer of at least 1024 (bytes kept in each of the two "
+                         f"capture files), not {max_bytes!r}")
     if rate == 0:
         return
     if folder is None or str(folder).strip() == "":
         raise ValueError(f"capture_dir is required when capture_rate is above 0 (it is {rate!r}): the folder "
                          "the captured texts are written to")
     path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"capture_dir {str(path)!r} exists and is not a folder")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_folder(path)
     except FileExistsError:
         raise ValueError(f"capture_dir {str(path)!r} exists and is not a folder") from None
     except OSError as e:
-        raise ValueError(f"capture_dir {str(path)!r} cannot be created: {e.strerror}") from None
-    if not path.is_dir():
-        raise ValueError(f"capture_dir {str(path)!r} exists and is not a folder")
+        verb = "made private (mode 0700)" if path.is_dir() else "created"
+        raise ValueError(f"capture_dir {str(path)!r} cannot be {verb}: {e.strerror}") from None
     try:
         fd, probe = tempfile.mkstemp(dir=path, prefix=".capture-probe.")
         os.close(fd)
@@ -95,16 +108,21 @@ class CaptureWriter:
 
     ``on_written(n)``: n records reached the disk. ``on_dropped(reason)``: one record did not; reason is
     "queue" (the queue was full: the writer fell behind), "disk" (the write failed), "invalid" (not JSON
-    serialisable) or "closed" (offered after ``close``). Both are called from the writer's thread or from
-    ``offer``'s caller, and must not block. After a fork the child starts its own thread on its first
-    ``offer`` (records queued in the parent and not yet written stay the parent's)."""
+    serialisable), "too_large" (one row longer than ``max_bytes``) or "closed" (offered after ``close``). Both
+    are called from the writer's thread or from ``offer``'s caller, and must not block. After a fork the child
+    starts its own thread on its first ``offer`` (records queued in the parent and not yet written stay the
+    parent's)."""
 
     def __init__(self, folder: Path, max_rows: int, on_written: Callable[[int], None],
-                 on_dropped: Callable[[str], None], queue_size: int = 1000) -> None:
+                 on_dropped: Callable[[str], None], queue_size: int = 1000,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
             raise ValueError(f"capture_max_rows must be an integer of at least 1, not {max_rows!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"capture_max_bytes must be a positive integer, not {max_bytes!r}")
         self.folder = Path(folder)
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
         self.on_written = on_written
         self.on_dropped = on_dropped
         self.queue_size = queue_size
@@ -181,15 +199,20 @@ class CaptureWriter:
         lines: list[bytes] = []
         for record in records:
             try:
-                lines.append((json.dumps(record, ensure_ascii=True, default=_jsonable) + "\n").encode("ascii"))
+                line = (json.dumps(record, ensure_ascii=True, default=_jsonable) + "\n").encode("ascii")
             except (TypeError, ValueError) as e:
                 log.warning("capture: dropped a record that is not JSON serialisable: %s", e)
                 self._dropped("invalid", 1)
+                continue
+            if len(line) > self.max_bytes:
+                self._dropped("too_large", 1)
+                continue
+            lines.append(line)
         if not lines:
             return
         written = 0
         try:
-            written = append_lines(self.folder, self.max_rows, lines, self._written)
+            written = append_lines(self.folder, self.max_rows, lines, self._written, self.max_bytes)
         except OSError as e:
             if not self._failing:
                 log.warning("capture: cannot write to %s (%s); dropping captures until it works again",

@@ -1,6 +1,7 @@
 """The capture folder's files: appends under a lock, rotation, the row count, and reading them back.
 
-See ``service.monitoring.capture`` for the layout; this module is every operation on those files.
+See ``service.monitoring.capture`` for the layout; this module is every operation on those files. Captured texts are
+user data: the folder is made 0700 and every file 0600, whatever the umask, and any looser mode found is tightened.
 """
 from __future__ import annotations
 
@@ -17,6 +18,28 @@ CURRENT = "capture.jsonl"
 PREVIOUS = "capture.1.jsonl"
 LOCK = ".capture.lock"
 COUNT = ".capture.count"
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_folder(folder: Path) -> None:
+    """``folder`` exists with mode 0700 (made so when missing or looser). OSError if it cannot be."""
+    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    if stat.S_IMODE(os.stat(folder).st_mode) != FOLDER_MODE:
+        os.chmod(folder, FOLDER_MODE)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` creating with 0600; a file found with another mode (an older server, a copy) gets 0600."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextmanager
@@ -28,7 +51,7 @@ def _locked(folder: Path, shared: bool = False) -> Iterator[None]:
             yield
             return
     else:
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_private(folder / LOCK, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
@@ -36,20 +59,28 @@ def _locked(folder: Path, shared: bool = False) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def append_lines(folder: Path, max_rows: int, lines: list[bytes], on_written: Callable[[int], None]) -> int:
-    """Append ``lines`` (each one whole row ending in "\\n") under the folder's lock, rotating whenever the
-    current file holds ``max_rows``. Returns the rows written. An OSError carries ``capture_written``: the
-    rows written before it."""
+def append_lines(folder: Path, max_rows: int, lines: list[bytes], on_written: Callable[[int], None],
+                 max_bytes: int | None = None) -> int:
+    """Append ``lines`` (each one whole row ending in "\\n", none longer than ``max_bytes``) under the folder's
+    lock, rotating before a row that would take the current file past ``max_rows`` rows or ``max_bytes`` bytes:
+    the folder never holds more than two files of those sizes. Returns the rows written. An OSError carries
+    ``capture_written``: the rows written before it."""
     done = 0
-    folder.mkdir(parents=True, exist_ok=True)  # removed while the server runs (a clean-up): start it again
+    byte_cap = max_bytes if max_bytes is not None else float("inf")
+    private_folder(folder)  # also when removed while the server runs (a clean-up): start it again
     with _locked(folder):
-        count = max(0, _current_count(folder))
+        count, size = _current_state(folder)
         while done < len(lines):
-            if count >= max_rows:
-                os.replace(folder / CURRENT, folder / PREVIOUS)
-                count = 0
+            if count >= max_rows or size + len(lines[done]) > byte_cap:
+                if (folder / CURRENT).exists():
+                    os.replace(folder / CURRENT, folder / PREVIOUS)
+                count = size = 0
                 _save_count(folder, 0, 0)
-            chunk = lines[done:done + max_rows - count]
+            end, grown = done, size
+            while end < len(lines) and count + end - done < max_rows and grown + len(lines[end]) <= byte_cap:
+                grown += len(lines[end])
+                end += 1
+            chunk = lines[done:max(end, done + 1)]  # a row alone over max_bytes: the caller's to drop, never loop
             try:
                 size = _append(folder / CURRENT, b"".join(chunk))
             except OSError as e:
@@ -64,7 +95,7 @@ def append_lines(folder: Path, max_rows: int, lines: list[bytes], on_written: Ca
 
 def _append(path: Path, data: bytes) -> int:
     """One write of ``data`` at the end of ``path``; the file's size after it. A partial write is undone."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = _open_private(path, os.O_WRONLY | os.O_APPEND)
     try:
         st = os.fstat(fd)
         before = st.st_size
@@ -91,22 +122,23 @@ def _cut(fd: int, st: os.stat_result, size: int) -> None:
         pass
 
 
-def _current_count(folder: Path) -> int:
-    """The rows of the current file: the sidecar's count if the file still has the size it recorded, else
+def _current_state(folder: Path) -> tuple[int, int]:
+    """(rows, bytes) of the current file: the sidecar's count if the file still has the size it recorded, else
     counted again (and a torn last line cut off)."""
     path = folder / CURRENT
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return 0
+        return 0, 0
     if not stat.S_ISREG(st.st_mode):  # a device or the like (a test's /dev/full): nothing to count
-        return _load_count(folder)[0]
+        return max(0, _load_count(folder)[0]), 0
     count, size = _load_count(folder)
     if size == st.st_size and count >= 0:
-        return count
+        return count, size
     count = _recount(path)
-    _save_count(folder, count, os.stat(path).st_size)
-    return count
+    size = os.stat(path).st_size
+    _save_count(folder, count, size)
+    return count, size
 
 
 def _recount(path: Path) -> int:
@@ -147,7 +179,7 @@ def _load_count(folder: Path) -> tuple[int, int]:
 
 def _save_count(folder: Path, count: int, size: int) -> None:
     try:
-        fd = os.open(folder / COUNT, os.O_WRONLY | os.O_CREAT, 0o666)
+        fd = _open_private(folder / COUNT, os.O_WRONLY)
         try:
             # Fixed width, written in place: no new block needed on a full disk, and never shorter than before.
             os.pwrite(fd, f"{count:20d} {size:20d}\n".encode(), 0)

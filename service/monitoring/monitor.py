@@ -4,7 +4,8 @@
 short lock (and offers sampled texts to the capture writer's queue). A daemon thread wakes every ``interval_s``,
 copies the window, scores it (``service.monitoring.scores``), sets the Prometheus gauges and keeps a bounded history
 for the status page. A new champion starts a new window: its reference and its encoder differ. Raw texts never reach
-metrics or logs.
+metrics or logs. Under gunicorn the workers' windows are scored together by one of them
+(``service.monitoring.shared_window``), so every worker shows the same, whole-server view.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from service.backends import Prediction, ServedModel
 from service.metrics import ServiceMetrics
 from service.monitoring.capture import capture_record
 from service.monitoring.scores import CHECKS, drift_scores, prepare
+from service.monitoring.shared_window import SharedWindows, Window, shared_folder
 
 log = logging.getLogger(__name__)
 HISTORY = 240  # checks kept for the status page: two hours at the default 30 s
@@ -56,9 +58,15 @@ class Monitor:
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        folder = shared_folder() if settings.enabled else None
+        self.shared = SharedWindows(folder, model_name) if folder is not None else None
+        self._history_of: str | None = None  # the model the shared history is about
 
     # -- the request path -----------------------------------------------------------------------------
-    def observe(self, model: ServedModel, texts: list[str], predictions: list[Prediction]) -> None:
+    def observe(self, model: ServedModel, texts: list[str], predictions: list[Prediction],
+                capture: bool = False) -> None:
+        """Count ``predictions`` into the window; ``capture``: the request may be sampled for capture (it carries
+        the admin token, or capture_anonymous is on)."""
         if not self.settings.enabled or not predictions:
             return
         labels = {label: i for i, label in enumerate(model.labels)}
@@ -79,7 +87,7 @@ class Monitor:
         histogram = self.metrics.confidence.labels(name, version)
         for confidence in confidences:
             histogram.observe(confidence)
-        if self.capture is not None and self.settings.capture_rate > 0:
+        if capture and self.capture is not None and self.settings.capture_rate > 0:
             self._offer_captures(model, texts, predictions, confidences)
 
     def _start_window(self, model: ServedModel, embedding) -> None:
@@ -92,7 +100,7 @@ class Monitor:
 
     def _offer_captures(self, model: ServedModel, texts, predictions, confidences) -> None:
         rate, now = self.settings.capture_rate, datetime.now(timezone.utc)
-        records = [capture_record(text, p.label, c, model.card.version, model.card.round_key, now)
+        records = [capture_record(text, p.label, c, model.card.version, model.card.round_key, now, self.model_name)
                    for text, p, c in zip(texts, predictions, confidences) if self._random.random() < rate]
         if records:
             self.capture.offer(records)
@@ -107,13 +115,46 @@ class Monitor:
         prepare()  # scikit-learn's import holds the GIL for a second: pay it at start, not amid traffic
         while not self._stop.wait(self.settings.interval_s):
             try:
-                self.check()
+                self.tick()
             except Exception:  # a failed check must never stop the next one, nor the server
                 self.metrics.drift_failures.inc()
                 log.exception("drift check failed")
 
+    def tick(self) -> dict[str, Any] | None:
+        """One interval: alone, score this worker's window; under gunicorn, publish it, and score the union of
+        every worker's if this worker leads."""
+        if self.shared is None:
+            return self.check()
+        self._publish()
+        return self._check_shared() if self.shared.lead() else None
+
+    def _publish(self) -> None:
+        with self._lock:
+            model, count = self._model, self._count
+            window = Window(self._predicted[:count].copy(), self._confidence[:count].copy(),
+                            self._lengths[:count].copy(),
+                            None if self._embeddings is None else self._embeddings[:count].copy())
+        if model is not None:
+            self.shared.publish(_model_key(model), window)
+
+    def _check_shared(self) -> dict[str, Any] | None:
+        model = self.served()
+        if model is None:
+            return None
+        key = _model_key(model)
+        if key != self._history_of:
+            self.history.clear()
+            self._history_of = key
+        window, workers = self.shared.gather(key)
+        if window is None or len(window.predicted) < self.settings.min_texts:
+            return None
+        result = self._score(model, window, workers)
+        self.history.append(result)
+        self.shared.write_history(list(self.history))
+        return result
+
     def check(self) -> dict[str, Any] | None:
-        """Score the window now; None while it holds fewer than ``min_texts`` texts."""
+        """Score this worker's window now; None while it holds fewer than ``min_texts`` texts."""
         with self._lock:
             model, count = self._model, self._count
             if model is None or count < self.settings.min_texts:
@@ -121,13 +162,22 @@ class Monitor:
             predicted, confidence = self._predicted[:count].copy(), self._confidence[:count].copy()
             lengths = self._lengths[:count].copy()
             embeddings = None if self._embeddings is None else self._embeddings[:count].astype(np.float32)
+        result = self._score(model, Window(predicted, confidence, lengths, embeddings), 1)
+        if model is self._model:  # a swap during the check started a new window: this result is about the old one
+            self.history.append(result)
+        return result
+
+    def _score(self, model: ServedModel, window: Window, workers: int) -> dict[str, Any]:
+        """Score ``window`` against ``model``'s reference and set the gauges."""
+        predicted, confidence, lengths, embeddings = window
+        count = len(predicted)
         reference = getattr(model, "reference", None)
         if reference is not None and reference.labels != model.labels:
             reference = None  # not this head's reference: no check can be trusted
         scores = drift_scores(reference, embeddings, predicted, confidence, lengths, model.backend.name)
         thresholds = self.thresholds
-        result = {"time": time.time(), "texts": count, "model_version": model.card.version, "scores": scores,
-                  "drift": {c: scores[c] is not None and scores[c] > thresholds[c] for c in CHECKS}}
+        result = {"time": time.time(), "texts": count, "workers": workers, "model_version": model.card.version,
+                  "scores": scores, "drift": {c: scores[c] is not None and scores[c] > thresholds[c] for c in CHECKS}}
         name, version = self.model_name, model.card.version or ""
         for check in CHECKS:
             value = scores[check]
@@ -135,8 +185,6 @@ class Monitor:
             self.metrics.drift_detected.labels(name, version, check).set(1 if result["drift"][check] else 0)
         self.metrics.drift_window.labels(name, version).set(count)
         self.metrics.drift_checked.labels(name, version).set(result["time"])
-        if model is self._model:  # a swap during the check started a new window: this result is about the old one
-            self.history.append(result)
         return result
 
     def _clear_gauges(self, model: ServedModel) -> None:
@@ -152,13 +200,20 @@ class Monitor:
 
     # -- what /monitoring and the status page show ---------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """What GET /monitoring answers and the status page draws (this worker's view under gunicorn)."""
+        """What GET /monitoring answers and the status page draws: the whole server's view (``workers``: how many
+        workers' windows it covers; under gunicorn the windows are those published at the last interval)."""
         model = self.served()
         reference = getattr(model, "reference", None)
         card = model.card.as_json() if model is not None else {}
-        with self._lock:
-            window = self._count if model is self._model else 0
-            history = list(self.history) if model is self._model else []
+        if self.shared is not None and model is not None:
+            key = _model_key(model)
+            window, workers = self.shared.texts(key)
+            history = [h for h in self.shared.read_history() if h.get("model_version") == model.card.version]
+        else:
+            with self._lock:
+                window = self._count if model is self._model else 0
+                history = list(self.history) if model is self._model else []
+            workers = 1
         return {
             "model": None if model is None else {"name": self.model_name,
                                                   **{k: card[k] for k in ("version", "round", "round_key", "arrival")},
@@ -168,7 +223,7 @@ class Monitor:
                 "rows": int(len(reference.embeddings)), "labels": reference.labels,
                 "label_share": dict(zip(reference.labels, (reference.train_label_counts
                                                           / max(reference.train_label_counts.sum(), 1)).tolist()))},
-            "window": {"texts": window, "capacity": self.settings.window},
+            "window": {"texts": window, "capacity": self.settings.window * max(workers, 1), "workers": workers},
             "interval_s": self.settings.interval_s,
             "thresholds": self.thresholds,
             "latest": history[-1] if history else None,
@@ -199,5 +254,13 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.shared is not None:
+            self.shared.close()
         if self.capture is not None:
             self.capture.close()
+
+
+def _model_key(model: ServedModel) -> str:
+    """Which model a window is about, the same in every worker: its registry version and round key."""
+    card = model.card
+    return f"{card.version}|{card.round_key}"

@@ -1,11 +1,14 @@
 """The status page: GET / for a browser. One self-contained HTML page drawn from the monitor's snapshot.
 
 Nothing is loaded from anywhere (the page is served under ``default-src 'none'``): the style is inline, the
-charts are inline SVG drawn in ``service.monitoring.svg``, and the one script only refreshes the counters from
-``/monitoring``. Every string from the snapshot is escaped: label and arrival names may hold anything.
+charts are inline SVG drawn in ``service.monitoring.svg``, and the one script, allowed by its sha256 hash, only
+refreshes the counters from ``/monitoring``. Every string from the snapshot is escaped: label and arrival names may
+hold anything.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from html import escape
 from urllib.parse import quote
@@ -17,8 +20,6 @@ DASH = "\u2014"
 CHECK_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 CHECK_NAMES = {"embedding_auc": "embedding AUC", "label_psi": "label PSI", "length_psi": "length PSI",
                "confidence_drop": "confidence drop"}
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-                           "connect-src 'self'; img-src data:")
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:16px 24px;color:#222}
 h1{font-size:22px;margin:0 0 12px}h2{font-size:17px;margin:24px 0 8px;border-bottom:1px solid #ddd}
@@ -49,6 +50,11 @@ function refresh() {
 }
 setInterval(refresh, 5000);
 })();"""
+# The one script runs by its hash: an injected <script> (or event handler) would not. No page may frame this one.
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
+CONTENT_SECURITY_POLICY = (f"default-src 'none'; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'; "
+                           "connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; "
+                           "form-action 'none'")
 
 
 def render(snapshot: dict[str, Any]) -> str:
@@ -126,7 +132,7 @@ def _latest(latest: dict[str, Any] | None, checks: list[str], thresholds: dict[s
             window: dict[str, Any]) -> str:
     if not latest:
         return (f'<p class="note">no drift check yet (window: {_count(window.get("texts"))} of '
-                f'{_count(window.get("capacity"))} texts)</p>')
+                f'{_count(window.get("capacity"))} texts{_across(window.get("workers"))})</p>')
     scores, drift = latest.get("scores") or {}, latest.get("drift") or {}
     rows = []
     for check in checks:
@@ -139,8 +145,18 @@ def _latest(latest: dict[str, Any] | None, checks: list[str], thresholds: dict[s
                        if verdict is False else f"<td>{DASH}</td>") + "</tr>")
     when = number(latest.get("time"))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when)) if when is not None else DASH
-    return (f'<p>Latest check: {stamp}, over {_count(latest.get("texts"))} texts</p><table><tr><th>check</th>'
+    return (f'<p>Latest check: {stamp}, over {_count(latest.get("texts"))} texts from '
+            f'{_workers(latest.get("workers", 1))}</p><table><tr><th>check</th>'
             f'<th>score</th><th>threshold</th><th>drift</th></tr>{"".join(rows)}</table>')
+
+
+def _across(workers: object) -> str:
+    return f" across {_workers(workers)}" if number(workers) is not None and number(workers) > 1 else ""
+
+
+def _workers(value: object) -> str:
+    count = _count(value)
+    return f"{count} worker" + ("" if count == "1" else "s")
 
 
 def _count(value: object) -> str:
