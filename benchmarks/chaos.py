@@ -28,7 +28,7 @@ Sections (docs/benchmarks.md, "Chaos", has the figures and what each one found):
 - fuzz         schemathesis on every endpoint of service/openapi.yaml, and the V2 tensors' shapes and
                datatypes by hand: no answer that is 5xx or not JSON.
 
-Everything runs on 127.0.0.1 with the tiny random encoder (continual.model.make_tiny_model), one torch
+Everything runs on 127.0.0.1 with the tiny random encoder (continual.model.encoder.make_tiny_model), one torch
 thread. JSON per section and the table land in --out (default bench/chaos, git-ignored).
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from continual.model import make_tiny_model
+    from continual.model.encoder import make_tiny_model
 
     tiny = make_tiny_model(work / "tiny", ["neg", "pos"])
     ctx = {"work": work, "tiny": tiny, "sections": sections}

@@ -91,7 +91,7 @@ def report(result: dict) -> str:
 
 
 def plot(per_round: dict[str, list[dict]], path: Path) -> Path:
-    from continual.plots import plot_two_panels
+    from continual.reports.plots import plot_two_panels
 
     def draw(left, right) -> None:
         for s, rows in per_round.items():

@@ -46,8 +46,8 @@ def main() -> None:
 
     from streams import SPLIT_SEED, rounds, write_stream
 
-    import continual.round  # noqa: F401  (avalanche's ~7 s import, outside the first timed round)
-    from continual.demo import sample_domain
+    import continual.rounds.round  # noqa: F401  (avalanche's ~7 s import, outside the first timed round)
+    from continual.cli.demo import sample_domain
     from continual.params import load_params
 
     rows = [row for domain in domains for row in sample_domain(domain, per_domain, SPLIT_SEED)]

@@ -4,7 +4,7 @@
     python benchmarks/drift.py              # MiniLM, the shipped strategy (replay+ewc), ONNX export on
 
 For each stream, round 1 is trained as `dvc repro` would train it (its model folder holds the reference and the
-ONNX graphs), then served in-process by the same app `continual serve` runs (``continual.drift.score_texts``: the
+ONNX graphs), then served in-process by the same app `continual serve` runs (``continual.reports.drift.score_texts``: the
 auto backend, the monitor's window and check). Windows of ``--window`` texts the model never trained on:
 
 - VADER (domain-incremental): unseen tweets (round 1's own domain), then each later domain (movies, amazon, nyt);
@@ -34,7 +34,7 @@ def unseen(rows: list[dict], seen: set[str], n: int, seed: int) -> list[str]:
 
 
 def vader_windows(size: int, seen: set[str]) -> dict[str, list[dict]]:
-    from continual.demo import sample_domain
+    from continual.cli.demo import sample_domain
     from streams import SPLIT_SEED, VADER_DOMAINS
 
     return {("own: " if d == VADER_DOMAINS[0] else "later: ") + d: sample_domain(d, 0, SPLIT_SEED)
@@ -57,8 +57,8 @@ def main() -> int:
     parser.add_argument("--draws", type=int, help="windows drawn per source (default 5; quick 2)")
     args = parser.parse_args()
     out = harness.prepare(args)
-    from continual.drift import score_texts
-    from continual.round import run_round
+    from continual.reports.drift import score_texts
+    from continual.rounds.round import run_round
     from streams import build_stream
 
     quick = args.quick
@@ -75,7 +75,7 @@ def main() -> int:
         first = ws.stream()[0]
         metrics = run_round(ws, first, params)
         seen = {r["text"] for key in ws.stream() for split in ("train", "test")
-                for r in __import__("continual.ingest", fromlist=["read_split"]).read_split(ws, key, split)}
+                for r in __import__("continual.arrivals.ingest", fromlist=["read_split"]).read_split(ws, key, split)}
         model_dir = ws.round_dir(first) / "model"
         entry = {"round": first, "acc": metrics["acc"], "windows": {}}
         for name, rows in windows(window, seen).items():

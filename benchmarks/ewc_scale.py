@@ -9,8 +9,8 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from continual.model import load_classifier
-from continual.workspace import Workspace
+from continual.model.encoder import load_classifier
+from continual.workspace.layout import Workspace
 
 
 def main(root: str, before: str, after: str) -> None:

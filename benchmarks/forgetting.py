@@ -6,7 +6,7 @@
 
 Streams: VADER's four sentiment domains (domain-incremental) and WordNet noun glosses, 4 new classes per
 arrival (class-incremental). Each stream's test splits are fixed once; every strategy and seed trains on a
-scratch copy with `continual.round.run_round`, the function `dvc repro` runs. The replay buffer holds
+scratch copy with `continual.rounds.round.run_round`, the function `dvc repro` runs. The replay buffer holds
 `mem_fraction` of the stream's train rows. Prints one markdown table per stream and the targets:
 
 - the shipped default (continual/template/params.yaml): at least the frozen ridge (auto λ), at least 97% of
@@ -123,7 +123,7 @@ def test_rows(stream) -> dict:
 
 def summarise(runs: list[dict]) -> list[dict]:
     """Mean and spread (population SD) over seeds per strategy, and the ratio to joint's mean accuracy."""
-    from continual.compare import summarise as over_seeds
+    from continual.cli.compare import summarise as over_seeds
 
     rows = sorted(over_seeds(runs), key=lambda r: ORDER.index(r["strategy"]) if r["strategy"] in ORDER else 99)
     for row in rows:
@@ -196,7 +196,7 @@ def report(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    from continual.plots import plot_two_panels
+    from continual.reports.plots import plot_two_panels
 
     def draw(left, right) -> None:
         for row in result["summary"]:

@@ -66,7 +66,7 @@ def prepare(args: argparse.Namespace) -> Path:
 
 def training_params(args: argparse.Namespace, bench: dict, work: Path) -> dict:
     """The shipped default params, with the benchmark's model and train overrides."""
-    from continual.model import make_tiny_model
+    from continual.model.encoder import make_tiny_model
     from continual.params import load_params
 
     params = load_params()

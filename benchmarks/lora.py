@@ -121,8 +121,8 @@ def run_one(job: dict, args) -> None:
     """One stream under one config and seed, in this process; writes its figures to job['result']."""
     import copy
 
-    from continual.storage import folder_bytes
-    from continual.workspace import Workspace
+    from continual.workspace.storage import folder_bytes
+    from continual.workspace.layout import Workspace
     from streams import rounds, train_rows
 
     bench = harness.settings(args, "lora")

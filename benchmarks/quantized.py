@@ -4,9 +4,9 @@
     python benchmarks/quantized.py --quick       # tiny random model: a smoke test
     python benchmarks/quantized.py --stream vader --seeds 1,2
 
-Each stream is trained with the shipped strategy (replay+ewc) by `continual.round.run_round`, the function `dvc
+Each stream is trained with the shipped strategy (replay+ewc) by `continual.rounds.round.run_round`, the function `dvc
 repro` runs, so every round exports its classifier to ONNX, quantizes it and measures the int8 graph on every
-arrival's test split with the server's own ONNX backend (continual/export.py). The table gives, after the last
+arrival's test split with the server's own ONNX backend (continual/rounds/export.py). The table gives, after the last
 round, fp32 (torch) and int8 accuracy per arrival, and the largest drop seen after any round. Target: int8
 within 1 point of fp32 on every arrival. Writes quantized_<stream>.json under --out.
 """

@@ -4,7 +4,7 @@
     python benchmarks/round_phases.py                 # MiniLM: VADER's first two arrivals (tweets, movies)
 
 Each strategy trains the first `--rounds` arrivals of the VADER stream (the forgetting benchmark's sizes) in
-a scratch copy, with `continual.round.run_round`. Per round: the seconds of each phase (`continual/costs.py`),
+a scratch copy, with `continual.rounds.round.run_round`. Per round: the seconds of each phase (`continual/rounds/costs.py`),
 the wall time, and the share of the wall time outside training. Targets: outside training <= 30% of a
 fine-tuning round's wall time; a frozen-encoder round never exports or quantizes the encoder again.
 Beside it, the two ONNX exporters of torch on the same model, alternated: TorchScript (shipped) and dynamo.
@@ -38,7 +38,7 @@ def main() -> None:
 
     from streams import build_stream, rounds
 
-    from continual.costs import TRAINING, format_costs
+    from continual.rounds.costs import TRAINING, format_costs
 
     stream = build_stream("vader", work / "stream", bench["vader_per_domain"])
     result: dict = {"mode": bench["mode"], "rounds": []}
@@ -76,8 +76,8 @@ def compare_exporters(params: dict, repeats: int) -> dict:
 
     import torch
 
-    from continual.export import _LogitsAndEmbedding, export_fp32
-    from continual.model import base_model_path, new_classifier
+    from continual.rounds.export import _LogitsAndEmbedding, export_fp32
+    from continual.model.encoder import base_model_path, new_classifier
 
     model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), ["neg", "neu", "pos"],
                                       int(params["model"]["max_length"]))

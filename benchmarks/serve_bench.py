@@ -4,7 +4,7 @@ champion, one run.
     make bench-serve        # = python benchmarks/serve_bench.py --seconds 15
 
 The champion is MiniLM with a ridge head fitted on 300 VADER tweets, exported and quantized as a round does it
-(continual/export.py) and tagged with the gate's int8 check, in a fresh SQLite registry. Servers run one at a
+(continual/rounds/export.py) and tagged with the gate's int8 check, in a fresh SQLite registry. Servers run one at a
 time, each with its defaults (ours: gunicorn, workers and threads from the core count; mlflow: its own). For each
 concurrency level (1, 8, 32 clients, one text per request, back to back) the table gives throughput, p50/p99
 latency and the load generator's own CPU use (this process: its threads send the requests). Before any server
@@ -54,13 +54,13 @@ def build_champion(tmp: Path) -> tuple[str, Path, dict]:
     import mlflow
     from mlflow import MlflowClient
 
-    from continual.evaluation import accuracy
-    from continual.export import export_round_model
-    from continual.model import base_model_path, new_classifier
+    from continual.model.evaluation import accuracy
+    from continual.rounds.export import export_round_model
+    from continual.model.encoder import base_model_path, new_classifier
     from continual.params import load_params
-    from continual.reference import write_reference
+    from continual.rounds.reference import write_reference
     from continual.strategies.ridge import fit_ridge_head
-    from continual.tracking import log_pooled_model
+    from continual.registry.tracking import log_pooled_model
     from service.backends import int8_verdict
     from service.model_source import INT8_GATE_TAG
 
@@ -95,7 +95,7 @@ def bare_forward_ms(folder: Path, texts: list[str], n: int = 300) -> tuple[float
     (one thread, as each of our workers runs it)."""
     import torch
 
-    from continual.model import load_classifier
+    from continual.model.encoder import load_classifier
     from service.backends import BackendChoice
     from service.backends.onnxrt import OnnxClassifier
     from service.model_source import ModelCard

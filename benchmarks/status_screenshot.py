@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "bench/full/drift_work/vader/rounds/0001-tweets")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/img/status_page.png")
     args = parser.parse_args()
-    from continual.demo import sample_domain
+    from continual.cli.demo import sample_domain
     from streams import SPLIT_SEED
 
     texts = {domain: [r["text"] for r in sample_domain(domain, 0, SPLIT_SEED)[500:]] for domain in ("tweets", "movies")}

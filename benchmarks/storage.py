@@ -6,7 +6,7 @@
 Each workspace runs the demo flow (`continual ingest` then `dvc repro`, four times) with the shipped params
 except model.adapter, demo.per_domain and train.epochs (a round's bytes do not depend on how long it
 trained). Reports, per round: the round folder, its model weights, what its output added to the DVC cache
-(`continual status`'s storage table, continual/storage.py), and the MLflow artifact store's growth (the
+(`continual status`'s storage table, continual/workspace/storage.py), and the MLflow artifact store's growth (the
 registered model version: a merged full model for both kinds, so that serving stays one plain model).
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ import harness  # noqa: E402
 
 
 def measure(folder: Path, adapter: str, per_domain: int, base: str) -> dict:
-    from continual.demo import run_demo
-    from continual.storage import cache_total, stream_bytes, tree_bytes
-    from continual.workspace import Workspace, create_workspace
+    from continual.cli.demo import run_demo
+    from continual.workspace.storage import cache_total, stream_bytes, tree_bytes
+    from continual.workspace.layout import Workspace, create_workspace
 
     shutil.rmtree(folder, ignore_errors=True)
     ws = create_workspace(folder)
@@ -51,7 +51,7 @@ def main() -> None:
     work = harness.ROOT / "bench" / "work" / f"storage-{'quick' if args.quick else 'full'}"
     base = "minilm"
     if args.quick:
-        from continual.model import make_tiny_model
+        from continual.model.encoder import make_tiny_model
 
         base = str(make_tiny_model(work / "tiny-model", ["neg", "neu", "pos"]))
     per_domain = args.per_domain or (20 if args.quick else 100)
@@ -62,7 +62,7 @@ def main() -> None:
 
 
 def report(results: list[dict]) -> str:
-    from continual.storage import human
+    from continual.workspace.storage import human
 
     full, lora = results
     rows = []

@@ -16,12 +16,12 @@ import shutil
 import time
 from pathlib import Path
 
-from continual.compare import scratch_workspace
-from continual.demo import sample_domain
-from continual.ingest import Row, stratified_split  # the split ingest makes, seeded by arrival key
-from continual.jsonl import write_atomic
+from continual.cli.compare import scratch_workspace
+from continual.cli.demo import sample_domain
+from continual.arrivals.ingest import Row, stratified_split  # the split ingest makes, seeded by arrival key
+from continual.arrivals.jsonl import write_atomic
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 VADER_DOMAINS = ("tweets", "movies", "amazon", "nyt")
@@ -102,7 +102,7 @@ def rounds(stream: Workspace, params: dict, strategy: str, seed: int, folder: Pa
     A round folder is dropped as soon as the next round has read it (a MiniLM round is ~90 MB), and the
     scratch copy once the last round is done.
     """
-    from continual.round import run_round
+    from continual.rounds.round import run_round
 
     scratch = scratch_workspace(stream, folder)
     p = copy.deepcopy(params)

@@ -92,7 +92,7 @@ def requests_in(log: Path | None) -> int:
 def measure(ws: Path, stores: dict[str, tuple[dict, Path | None]]) -> dict:
     """Per store: seconds of `continual track` logging round i, of a second one with nothing to log, and the
     requests each made (the server only)."""
-    from continual.workspace import Workspace
+    from continual.workspace.layout import Workspace
 
     workspace = Workspace.at(ws)
     keys, stream = workspace.stream(), workspace.stream_file.read_text()

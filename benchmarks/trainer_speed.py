@@ -4,9 +4,9 @@
     python benchmarks/trainer_speed.py                 # MiniLM, sizes from benchmarks/params.yaml
 
 Same model (reloaded from one saved initial state before every run), same VADER rows, same batch size,
-dynamic padding (continual.data.PadCollate), AdamW with the same linear warm-up schedule, one epoch each:
+dynamic padding (continual.model.data.PadCollate), AdamW with the same linear warm-up schedule, one epoch each:
 
-- ours: continual.trainer.train_one_experience with no plugins (the `naive` strategy), as run_round calls it;
+- ours: continual.model.trainer.train_one_experience with no plugins (the `naive` strategy), as run_round calls it;
 - plain: a hand-written loop over a torch DataLoader.
 
 The two alternate (ours first, then plain first) `repeats` times each, and the ratio of median throughputs is
@@ -42,8 +42,8 @@ def main() -> None:
     train = {**params["train"], "epochs": 1}
     print(f"machine: {harness.describe(harness.machine())}\ncommand: {harness.command_line()}\n", flush=True)
 
-    from continual.demo import sample_domain
-    from continual.model import base_model_path, new_classifier
+    from continual.cli.demo import sample_domain
+    from continual.model.encoder import base_model_path, new_classifier
 
     pool = [r for d in ("tweets", "amazon") for r in sample_domain(d, n, 7)]
     rows, buffer_rows = pool[::2][:n], pool[1::2][: args.mem_size or n // 2]
@@ -79,7 +79,7 @@ class Runner:
         self.work, self.params = work, params
 
     def _fresh(self):
-        from continual.model import LogitsOnly, load_classifier
+        from continual.model.encoder import LogitsOnly, load_classifier
         from continual.strategies import RoundContext
 
         model, tokenizer = load_classifier(self.init)
@@ -87,7 +87,7 @@ class Runner:
         return LogitsOnly(model, tokenizer.pad_token_id), context
 
     def _ours(self, plugins: list, context, wrapped, dataset, past_rounds: int = 0) -> dict:
-        from continual.trainer import train_one_experience
+        from continual.model.trainer import train_one_experience
 
         steps = -(-len(self.rows) // int(self.train["batch_size"]))
         started = time.perf_counter()
@@ -154,7 +154,7 @@ class Runner:
         from torch.utils.data import DataLoader
         from transformers import get_linear_schedule_with_warmup
 
-        from continual.data import PadCollate, TokenizedRows
+        from continual.model.data import PadCollate, TokenizedRows
 
         wrapped, context = self._fresh()
         model = wrapped.model

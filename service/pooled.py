@@ -126,7 +126,7 @@ class PooledClassifier(torch.nn.Module):
     @classmethod
     def load(cls, folder: str | Path, encoder: torch.nn.Module | None = None) -> "PooledClassifier":
         """The classifier in ``folder``; ``encoder`` replaces the folder's own (a LoRA round's folder holds
-        adapters and the head only: ``continual.adapters`` builds its encoder from the base model)."""
+        adapters and the head only: ``continual.model.adapters`` builds its encoder from the base model)."""
         folder = Path(folder)
         if not is_pooled_folder(folder):
             raise LegacyModelFolder(

@@ -40,7 +40,7 @@ class ServiceState:
     def several(self) -> bool:
         return len(self.streams) > 1
 
-    # The default stream's parts, as the app had them when it served one model (continual.drift uses them).
+    # The default stream's parts, as the app had them when it served one model (continual.reports.drift uses them).
     @property
     def holder(self) -> ModelHolder:
         return self.default.holder

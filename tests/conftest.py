@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random BERT (2 layers, hidden 32) with MiniLM's real tokenizer, labels neg/neu/pos."""
-    from continual.model import make_tiny_model
+    from continual.model.encoder import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", ["neg", "neu", "pos"])
 
@@ -26,9 +26,9 @@ TINY_ROWS = [{"text": f"{word} {i}", "label": label} for i in range(6)
 
 def export_tiny(folder):
     """Give a tiny model folder what a round gives its model/: onnx/ with fp32, int8 and the int8 report."""
-    from continual.evaluation import accuracy
-    from continual.export import export_round_model
-    from continual.model import load_classifier
+    from continual.model.evaluation import accuracy
+    from continual.rounds.export import export_round_model
+    from continual.model.encoder import load_classifier
 
     model, tokenizer = load_classifier(folder)
     fp32 = accuracy(model, tokenizer, TINY_ROWS, 8)[0]
@@ -52,8 +52,8 @@ def monitored_model_dir(onnx_model_dir, tmp_path_factory):
     its lineage, every one of their 18 held-out rows embedded."""
     import shutil
 
-    from continual.model import load_classifier
-    from continual.reference import write_reference
+    from continual.model.encoder import load_classifier
+    from continual.rounds.reference import write_reference
 
     folder = tmp_path_factory.mktemp("monitored") / "model"
     shutil.copytree(onnx_model_dir, folder)

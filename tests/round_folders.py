@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 NAMES = ["tweets", "movies", "amazon"]
 ROWS = [[0.80], [0.74, 0.82], [0.72, 0.79, 0.85]]  # accuracy matrix: row r = after round r+1

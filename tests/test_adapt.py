@@ -6,7 +6,7 @@ import onnxruntime
 import torch
 from safetensors.torch import load_file
 
-from continual.model import load_classifier
+from continual.model.encoder import load_classifier
 from continual.strategies.adapt import balanced_sample
 from test_strategies import build_stream, run_stream, tiny_params
 
@@ -89,7 +89,7 @@ def test_frozen_rounds_swap_the_head_into_the_previous_graphs(tiny_model_dir, tm
 
 
 def test_status_costs_lists_each_rounds_phases(tiny_model_dir, tmp_path):
-    from continual.costs import format_costs
+    from continual.rounds.costs import format_costs
 
     ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=12, n_test=4)
     metrics = run_stream(ws, tiny_params(tiny_model_dir, "adapt", epochs=2))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from continual.strategies.ridge import solve_head, with_bias
-from continual.strategies.ridge_lambda import GRID, choose_lambda, parse_lambda, scores
+from continual.model.ridge_lambda import GRID, choose_lambda, parse_lambda, scores
 from test_strategies import build_stream, run_stream, tiny_params
 
 

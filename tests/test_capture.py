@@ -317,8 +317,8 @@ def as_ingest_reads(text: str) -> str:
 
 def test_export_round_trips_hostile_texts_through_ingest(tmp_path, capsys):
     from continual.cli import main
-    from continual.ingest import read_split
-    from continual.workspace import Workspace
+    from continual.arrivals.ingest import read_split
+    from continual.workspace.layout import Workspace
 
     root = tmp_path / "ws"
     assert main(["init", str(root)]) == 0
@@ -412,7 +412,7 @@ def test_export_neutralises_formulas_unless_asked_not_to(tmp_path, capsys):
 def test_continual_serve_passes_the_capture_settings_from_params(tmp_path):
     from continual.cli import monitoring_settings
     from continual.params import load_params
-    from continual.workspace import Workspace
+    from continual.workspace.layout import Workspace
 
     params = load_params()
     params["monitoring"]["capture"].update(rate=0.5, max_bytes=65536, anonymous=True)

@@ -15,12 +15,14 @@ import yaml
 from safetensors.torch import save_file
 from test_ingest import make_workspace, snapshot
 
-from continual import cli, ingest
-from continual.ingest import read_split
-from continual.model_name import registered_model
+from continual import cli
+
+from continual.arrivals import ingest
+from continual.arrivals.ingest import read_split
+from continual.registry.model_name import registered_model
 from continual.params import load_params
 from continual.strategies import RoundContext, make_strategy
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 HOSTILE = Path(__file__).resolve().parent / "fixtures" / "hostile"
 BIN = Path(sys.executable).parent
@@ -174,7 +176,7 @@ def test_trains_two_further_rounds_after_a_hostile_arrival(tmp_path, tiny_model_
 
 
 def test_jsonl_nested_too_deeply_is_a_refusal_naming_the_line_not_a_recursion_error(tmp_path):
-    from continual.jsonl import JsonlError, parse_lines
+    from continual.arrivals.jsonl import JsonlError, parse_lines
 
     text = '{"text": "a", "label": "b"}\n' + "[" * 100_000 + "]" * 100_000 + "\n"
     with pytest.raises(JsonlError, match="line 2: not valid JSON here: nested too deeply"):
@@ -274,8 +276,7 @@ def _fake_round(ws: Workspace, key: str, salt: str) -> None:
 
 
 def test_a_round_finished_before_dvc_recorded_it_is_restored_not_retrained(tmp_path):
-    from continual import workspace as layout
-
+    from continual.workspace import layout
     ws = Workspace.at(tmp_path)
     ws.stream_file.write_text(ws.stream_text(["0001-a"]))
     ws.arrival_dir("0001-a").mkdir(parents=True)
@@ -310,8 +311,7 @@ def test_a_round_finished_before_dvc_recorded_it_is_restored_not_retrained(tmp_p
 
 
 def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
-    from continual import workspace as layout
-
+    from continual.workspace import layout
     ws = Workspace.at(tmp_path)
     dead = ws.rounds_dir / ".0001-a.tmp-999999999"  # no such pid
     live = ws.rounds_dir / f".0001-a.tmp-{os.getpid()}"
@@ -335,8 +335,7 @@ def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
 
 @pytest.mark.parametrize("damage", ["", "schema: '2.0'\nstages:\n  verify:\n    cm", "schema: '2.0'\nstages: {ver"])
 def test_a_dvc_lock_cut_short_by_a_kill_is_found_and_moved_aside(tmp_path, damage):
-    from continual import workspace as layout
-
+    from continual.workspace import layout
     ws = Workspace.at(tmp_path)
     (ws.root / "dvc.lock").write_text(damage)
     (ws.root / ".dvc" / "tmp").mkdir(parents=True)
@@ -365,8 +364,9 @@ def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_vers
     import mlflow
     from round_folders import ROWS, write_stream
 
-    from continual import promotion, tracking
+    from continual.registry import promotion
 
+    from continual.registry import tracking
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:2], ["tweets", "movies"])
     params = load_params(ws.params_file)
@@ -404,8 +404,9 @@ def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungat
                                                                                   monkeypatch, capsys):
     from round_folders import ROWS, write_stream
 
-    from continual import promotion, tracking
+    from continual.registry import promotion
 
+    from continual.registry import tracking
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], ["tweets"])
     ws.stream_file.write_text(ws.stream_text(["0001-tweets", "0002-movies"]))  # ingested while the round trained
@@ -421,8 +422,9 @@ def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tm
                                                                              monkeypatch, capsys):
     from round_folders import ROWS, write_round, write_stream
 
-    from continual import promotion, tracking
+    from continual.registry import promotion
 
+    from continual.registry import tracking
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], ["tweets"])
     params = load_params(ws.params_file)
@@ -453,8 +455,8 @@ def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tm
 
 
 def test_round_params_are_the_round_stages(tmp_path):
-    from continual import workspace as layout
-    from continual.round import ROUND_PARAMS
+    from continual.workspace import layout
+    from continual.rounds.round import ROUND_PARAMS
 
     stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "continual" / "template" / "dvc.yaml").read_text())
     assert layout.ROUND_PARAMS == ROUND_PARAMS == tuple(stages["stages"]["round"]["do"]["params"])

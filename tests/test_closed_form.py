@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from continual.model import new_classifier
+from continual.model.encoder import new_classifier
 from continual.strategies import make_strategy
 from test_strategies import build_stream, run_stream, tiny_params
 
@@ -77,7 +77,7 @@ def test_closed_form_rounds_leave_the_encoder_frozen(tiny_model_dir, tmp_path):
 
 
 def test_continuing_a_stream_that_was_not_closed_form_says_what_to_do(tiny_model_dir, tmp_path):
-    from continual.round import run_round
+    from continual.rounds.round import run_round
 
     ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=10, n_test=4)
     run_round(ws, ws.stream()[0], tiny_params(tiny_model_dir, "naive", epochs=1))
@@ -104,7 +104,7 @@ def test_head_refit_after_a_class_incremental_round(tiny_model_dir, tmp_path, ho
 
 
 def test_head_refit_rejects_unknown_settings(tiny_model_dir):
-    from continual.head import HeadRefit
+    from continual.model.head import HeadRefit
 
     params = tiny_params(tiny_model_dir, "replay")
     params["train"]["head_refit_with"] = "magic"

@@ -1,7 +1,7 @@
 """`continual compare` on a tiny class-incremental stream, logged to a real SQLite MLflow store."""
 from mlflow import MlflowClient
 
-from continual.compare import compare, format_table, summarise
+from continual.cli.compare import compare, format_table, summarise
 from test_strategies import build_stream, tiny_params
 
 

@@ -27,8 +27,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from continual.jsonl import read_jsonl
-from continual.round import run_round
+from continual.arrivals.jsonl import read_jsonl
+from continual.rounds.round import run_round
 from test_strategies import build_stream, tiny_params
 
 RTOL, ATOL = 1e-4, 1e-5

@@ -12,12 +12,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def minilm_champion(tmp_path_factory):
-    from continual.demo import sample_domain
-    from continual.evaluation import accuracy
-    from continual.export import export_round_model
-    from continual.model import base_model_path, new_classifier
+    from continual.cli.demo import sample_domain
+    from continual.model.evaluation import accuracy
+    from continual.rounds.export import export_round_model
+    from continual.model.encoder import base_model_path, new_classifier
     from continual.params import load_params
-    from continual.reference import write_reference
+    from continual.rounds.reference import write_reference
     from continual.strategies.ridge import fit_ridge_head
 
     tweets = sample_domain("tweets", 0, 7)
@@ -34,7 +34,7 @@ def minilm_champion(tmp_path_factory):
 
 
 def window(domain: str, seen: set[str], n: int = 300) -> list[str]:
-    from continual.demo import sample_domain
+    from continual.cli.demo import sample_domain
 
     texts = [r["text"] for r in sample_domain(domain, 0, 7) if r["text"] not in seen]
     random.Random(1).shuffle(texts)
@@ -42,7 +42,7 @@ def window(domain: str, seen: set[str], n: int = 300) -> list[str]:
 
 
 def test_own_domain_stays_under_the_threshold_and_a_later_domain_crosses_it(minilm_champion):
-    from continual.drift import score_texts
+    from continual.reports.drift import score_texts
 
     folder, seen = minilm_champion
     own = score_texts(str(folder), window("tweets", seen), {})

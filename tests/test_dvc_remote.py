@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from continual.workspace import DVC_REMOTE, Workspace, dir_hash
+from continual.workspace.layout import DVC_REMOTE, Workspace, dir_hash
 from test_pipeline import BIN, GIT, rounds_run, run, write_arrival
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from test_ingest import labelled, make_workspace, snapshot, write_csv
 
 from continual import cli
-from continual.workspace import ARRIVAL_NAME, Workspace
+from continual.workspace.layout import ARRIVAL_NAME, Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["0001-tweets", "0002-movies"]

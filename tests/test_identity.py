@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
-from continual.workspace import ID_FILE, Workspace, create_workspace
+from continual.workspace.layout import ID_FILE, Workspace, create_workspace
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
 

@@ -1,4 +1,4 @@
-"""continual.ingest on real workspaces (git + DVC in tmp_path)."""
+"""continual.arrivals.ingest on real workspaces (git + DVC in tmp_path)."""
 from __future__ import annotations
 
 import csv
@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 import continual
-from continual import ingest
-from continual.ingest import ArrivalError, ingest_file, read_split, verify_arrivals
+from continual.arrivals import ingest
+from continual.arrivals.ingest import ArrivalError, ingest_file, read_split, verify_arrivals
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 DVC = str(Path(sys.executable).parent / "dvc")
 

@@ -1,4 +1,4 @@
-"""continual.jsonl: lines end at "\\n" only, errors name file and line, writes are atomic; arbitrary Unicode
+"""continual.arrivals.jsonl: lines end at "\\n" only, errors name file and line, writes are atomic; arbitrary Unicode
 survives ingest -> read_split and the replay buffer's save -> restore."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from continual.ingest import ingest_file, read_split
-from continual.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic, write_jsonl
+from continual.arrivals.ingest import ingest_file, read_split
+from continual.arrivals.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic, write_jsonl
 from continual.params import load_params
 from test_ingest import make_workspace
 

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from continual import adapters
-from continual.model import load_classifier
-from continual.round import run_round
+from continual.model import adapters
+from continual.model.encoder import load_classifier
+from continual.rounds.round import run_round
 from continual.strategies.olora import OrthogonalLoss
 from test_strategies import build_stream, run_stream, tiny_params
 
@@ -36,7 +36,7 @@ def adapter_state(model) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def lora_stream(tmp_path_factory, tiny_model_dir):
     """Two class-incremental arrivals under replay+ewc with LoRA; records the adapter each round starts from."""
-    import continual.round as round_module
+    import continual.rounds.round as round_module
 
     ws = build_stream(tmp_path_factory.mktemp("lora"), [["a", "b"], ["c", "d"]])
     params = lora_params(tiny_model_dir)
@@ -91,7 +91,7 @@ def test_round_two_continues_from_round_one_adapter_and_the_base_stays_frozen(lo
 
 
 def test_the_merged_model_predicts_what_the_adapter_model_predicts(lora_stream, tmp_path):
-    from continual.export import merged_folder
+    from continual.rounds.export import merged_folder
     from service.pooled import PooledClassifier
 
     ws, _, _, _ = lora_stream
@@ -114,7 +114,7 @@ def test_ewc_importance_covers_only_the_trainable_parameters(lora_stream):
 
 def test_an_unknown_target_module_is_refused_before_training_with_the_valid_names(tmp_path, tiny_model_dir,
                                                                                    monkeypatch):
-    import continual.round as round_module
+    import continual.rounds.round as round_module
 
     ws = build_stream(tmp_path / "ws", [["a", "b"]])
     monkeypatch.setattr(round_module, "train_one_experience", lambda *a, **k: pytest.fail("training started"))

@@ -1,6 +1,6 @@
 import pytest
 
-from continual.metrics import average_accuracy, backward_transfer, forgetting, summarise
+from continual.rounds.metrics import average_accuracy, backward_transfer, forgetting, summarise
 
 MATRIX = [
     [0.90],

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from continual.model import (LegacyModelFolder, base_model_path, embed_rows, grow_head, load_classifier,
+from continual.model.encoder import (LegacyModelFolder, base_model_path, embed_rows, grow_head, load_classifier,
                              new_classifier, set_prototype_rows)
 from service.pooled import CLASSIFIER_FILE, sentence_transformers_pooling
 
@@ -105,7 +105,7 @@ def test_a_round_continuing_from_a_pre_pooling_round_folder_says_rerun_from_roun
 
     from transformers import BertConfig, BertForSequenceClassification
 
-    from continual.round import run_round
+    from continual.rounds.round import run_round
     from test_strategies import build_stream, tiny_params
 
     ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=6, n_test=2)
@@ -138,7 +138,7 @@ def test_max_length_over_the_encoders_limit_is_refused_naming_param_value_and_li
     ({"model_type": "t5"}, None),
 ])
 def test_the_encoders_limit_is_read_from_its_config(tmp_path, config, limit):
-    from continual.model import encoder_limit
+    from continual.model.encoder import encoder_limit
 
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert encoder_limit(tmp_path) == limit
@@ -148,7 +148,7 @@ def test_a_round_with_max_length_over_the_limit_is_refused_before_training(tiny_
     import yaml
 
     from continual import cli
-    from continual.round import run_round
+    from continual.rounds.round import run_round
     from test_ingest import snapshot
     from test_strategies import build_stream, tiny_params
 

@@ -119,7 +119,7 @@ def test_continual_drift_scores_a_file_and_writes_a_report(monitored_model_dir, 
     import json
 
     from continual.cli import main
-    from continual.workspace import create_workspace
+    from continual.workspace.layout import create_workspace
 
     ws = create_workspace(tmp_path / "ws")
     texts = tmp_path / "capture.jsonl"

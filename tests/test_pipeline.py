@@ -46,9 +46,9 @@ def round_runs(workspace: Path) -> dict[str, list]:
 
 
 def champion(workspace: Path) -> str:
-    from continual.model_name import registered_model
+    from continual.registry.model_name import registered_model
     from continual.params import load_params
-    from continual.workspace import Workspace
+    from continual.workspace.layout import Workspace
 
     name = registered_model(Workspace.at(workspace), load_params(workspace / "params.yaml"))  # continual-<id>
     return str(registry(workspace).get_model_version_by_alias(name, "champion").version)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from matplotlib.image import imread
 
-from continual.plots import MAX_INCHES, most_confused, plot_confusion
+from continual.reports.plots import MAX_INCHES, most_confused, plot_confusion
 
 DPI = 90
 MAX_PIXELS = (MAX_INCHES[0] * DPI * 1.25, MAX_INCHES[1] * DPI * 1.25)  # bbox_inches="tight" adds a margin at most
@@ -49,7 +49,7 @@ DRAW = """
 import json, resource, sys, time
 from pathlib import Path
 import numpy as np
-from continual.plots import plot_accuracy_matrix, plot_confusion, plot_curves
+from continual.reports.plots import plot_accuracy_matrix, plot_confusion, plot_curves
 n, out = int(sys.argv[1]), Path(sys.argv[2])
 rng = np.random.default_rng(0)
 matrix = np.diag(rng.integers(5, 20, n))

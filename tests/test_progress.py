@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from continual import model as model_module
+from continual.model import encoder as model_module
 from continual import progress
 from continual.params import load_params
 
@@ -40,8 +40,8 @@ def test_a_step_shorter_than_the_interval_prints_nothing(interval, capsys):
 
 
 def test_passes_over_the_data_draw_a_bar_named_after_their_step(interval, capsys, tiny_model_dir, monkeypatch):
-    from continual.evaluation import accuracy
-    from continual.model import load_classifier
+    from continual.model.evaluation import accuracy
+    from continual.model.encoder import load_classifier
 
     interval(1e-9)  # every update is drawn
     monkeypatch.setattr(model_module, "TOKENIZE_CHUNK", 7)  # several tokenizer calls: the ids must not change

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from continual import promotion, tracking
-from continual.model_name import NameTaken, registered_model
+from continual.registry import promotion
+
+from continual.registry import tracking
+from continual.registry.model_name import NameTaken, registered_model
 from continual.params import load_params
-from continual.promotion import Gate, decide
-from continual.workspace import Workspace
+from continual.registry.promotion import Gate, decide
+from continual.workspace.layout import Workspace
 from round_folders import NAMES, write_stream
 
 GATE = Gate(max_avg_acc_drop=0.02, max_forgetting=0.10, min_new_acc=0.40)
@@ -213,8 +215,8 @@ def test_history_written_by_a_former_release_is_kept_and_rolled_back_through(tmp
 
 CONCURRENT = """
 import sys
-from continual import promotion
-from continual.workspace import Workspace
+from continual.registry import promotion
+from continual.workspace.layout import Workspace
 ws, keys = Workspace.at(sys.argv[1]), sys.argv[2].split(",")
 for i in range(6):
     try:
@@ -328,7 +330,7 @@ def test_a_tag_write_that_loses_an_insert_race_is_written_again(tmp_path, tiny_m
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from continual.race_safe_client import RaceSafeClient
+    from continual.registry.race_safe_client import RaceSafeClient
 
     ws, params, client, name = logged_stream(tmp_path / "ws", tiny_model_dir, [[0.8]])
     assert isinstance(client, RaceSafeClient)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from continual.export import export_round_model
+from continual.rounds.export import export_round_model
 from service.backends import BackendChoice, choose, int8_verdict, onnx_file, read_quantization_report
 from service.model_source import INT8_GATE_TAG, ModelCard
 from test_served_equality import TEXTS as HOSTILE_TEXTS
@@ -57,8 +57,8 @@ def test_minilm_onnx_and_int8_agree_with_torch(tmp_path):
     from the sums, 1.8 here), 6 of 300 with λ = 10: a sharper head flips more near-ties, and three-way sentiment
     has many. The gate judges what matters, the accuracy int8 loses per arrival. Counted over 300 texts, not 50, so that the rate is what is
     tested, not the luck of one small sample."""
-    from continual.evaluation import predict_proba
-    from continual.model import base_model_path, new_classifier
+    from continual.model.evaluation import predict_proba
+    from continual.model.encoder import base_model_path, new_classifier
     from continual.params import load_params
     from continual.strategies.ridge import fit_ridge_head
     from service.backends.onnxrt import OnnxClassifier

@@ -7,10 +7,10 @@ import json
 
 import torch
 
-from continual.evaluation import predict_proba
-from continual.model import load_classifier
+from continual.model.evaluation import predict_proba
+from continual.model.encoder import load_classifier
 from continual.params import load_params
-from continual.round import run_round
+from continual.rounds.round import run_round
 from service import create_app
 from service.app import shutdown
 from test_service_registry import make_registry, register_tiny_model

@@ -128,7 +128,7 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
 def test_hot_swap_under_concurrent_requests(server, tmp_path):
     """Requests keep flowing while the alias moves to a four-label model: none fails, each is answered
     wholly by one model, and after the swap every answer and /metrics name the new version."""
-    from continual.model import make_tiny_model
+    from continual.model.encoder import make_tiny_model
 
     base = server["base"]
     stop = threading.Event()

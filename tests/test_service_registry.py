@@ -28,7 +28,7 @@ def register_tiny_model(tracking_uri: str, model_dir: Path, round_index: int, ar
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # set + restore the global URI
 
-    from continual.tracking import log_pooled_model
+    from continual.registry.tracking import log_pooled_model
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name("serving-tests")
@@ -57,7 +57,7 @@ def move_alias(tracking_uri: str, version: str, name: str = MODEL_NAME, alias: s
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, tiny_model_dir):
     """A registry with version 1 (neg/neu/pos) as champion and version 2 (four labels) registered beside it."""
-    from continual.model import make_tiny_model
+    from continual.model.encoder import make_tiny_model
 
     folder = tmp_path_factory.mktemp("registry")
     uri = make_registry(folder)

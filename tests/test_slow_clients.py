@@ -250,7 +250,7 @@ def test_scan_request_finds_where_a_request_ends():
 def test_continual_serve_passes_the_serving_timeouts_from_params(tmp_path):
     from continual.cli import monitoring_settings
     from continual.params import load_params
-    from continual.workspace import Workspace
+    from continual.workspace.layout import Workspace
 
     params = load_params()
     params["serving"].update(read_header_timeout_s=3, read_body_timeout_s=7)

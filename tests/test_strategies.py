@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from continual.jsonl import read_jsonl
+from continual.arrivals.jsonl import read_jsonl
 from continual.params import load_params
-from continual.round import run_round
+from continual.rounds.round import run_round
 from continual.strategies import RoundContext, make_strategy
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 WORDS = {"a": "apple banana pear", "b": "car truck bus", "c": "red blue green", "d": "dog cat horse"}
 
@@ -75,7 +75,7 @@ def test_class_balanced_buffer_is_bounded_and_balanced(class_incremental):
 
 
 def test_buffer_round_trips_through_its_file(class_incremental, tiny_model_dir, tmp_path):
-    from continual.model import load_classifier
+    from continual.model.encoder import load_classifier
 
     ws, _ = class_incremental["replay"]
     model, tokenizer = load_classifier(ws.round_dir("0002-part2") / "model")
@@ -91,7 +91,7 @@ def test_buffer_round_trips_through_its_file(class_incremental, tiny_model_dir, 
 
 
 def test_ewc_state_restores_the_penalty_it_saved(class_incremental, tiny_model_dir):
-    from continual.model import LogitsOnly, grow_head, load_classifier
+    from continual.model.encoder import LogitsOnly, grow_head, load_classifier
     from safetensors.torch import load_file
 
     ws, _ = class_incremental["replay+ewc"]

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from continual.model_name import registered_model
+from continual.registry.model_name import registered_model
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 from team_server import mlflow_server, postgres
 from test_pipeline import BIN, GIT, rounds_run, run, write_arrival
 from test_tracking import closed_port
@@ -190,8 +190,8 @@ def test_a_stream_that_raced_another_to_its_first_version_refuses_its_own(stream
                                                                           monkeypatch):
     from round_folders import write_stream
 
-    from continual import tracking
-    from continual.model_name import NameTaken
+    from continual.registry import tracking
+    from continual.registry.model_name import NameTaken
 
     owner = streams[1]
     taken = registered_model(owner, load_params(owner.params_file))
@@ -219,8 +219,8 @@ def test_a_stream_that_raced_another_to_its_first_version_refuses_its_own(stream
 
 
 def test_two_first_track_stages_creating_the_experiment_at_once_both_go_on(streams, server, tmp_path, monkeypatch):
-    from continual import tracking
-    from continual.race_safe_client import RaceSafeClient
+    from continual.registry import tracking
+    from continual.registry.race_safe_client import RaceSafeClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     (experiment,) = MlflowClient(server.uri).search_experiments(filter_string="name = 'continual'")

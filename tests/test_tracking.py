@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from continual import tracking
-from continual.model_name import registered_model
+from continual.registry import tracking
+from continual.registry.model_name import registered_model
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 from round_folders import NAMES, ROWS, write_stream
 
 
@@ -219,7 +219,7 @@ def test_logging_a_round_never_imports_torch(tmp_path, tiny_model_dir):
     registers its model folder without it (a LoRA round's adapters are merged first, which needs torch)."""
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], NAMES)
     code = ("import sys\nfrom continual import tracking\nfrom continual.params import load_params\n"
-            "from continual.workspace import Workspace\n"
+            "from continual.workspace.layout import Workspace\n"
             f"ws = Workspace.at({str(ws.root)!r})\nparams = load_params(ws.params_file)\n"
             "for key in ws.stream():\n    tracking.log_round(ws, key, params)\n"
             "print('torch' in sys.modules, len(tracking.connect(ws, params)[0].search_model_versions()))")

@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from browser import chromium_binary, load_page
-from continual import tracking
+from continual.registry import tracking
 from continual.cli import main
 from continual.params import load_params
-from continual.ui import without_credentials
+from continual.cli.ui import without_credentials
 from round_folders import NAMES, ROWS, write_stream
 from serving import free_port
 

@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from continual.workspace import Workspace, create_workspace
+from continual.workspace.layout import Workspace, create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 

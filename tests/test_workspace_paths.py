@@ -17,10 +17,10 @@ import yaml
 from serving import free_port, stop_server, wait_ready
 from test_pipeline import BIN, GIT, run, write_arrival
 
-from continual.local_store import follow_move, store_uri
-from continual.model_name import registered_model
+from continual.registry.local_store import follow_move, store_uri
+from continual.registry.model_name import registered_model
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 from service.model_source import (
     create_sqlite_stores,
     hf_folders,
@@ -218,7 +218,7 @@ def test_temp_and_queued_experiments_track_into_the_workspace_store(trained, tmp
 
 
 def test_a_dvc_temporary_copy_belongs_to_its_workspace(tmp_path):
-    from continual.promotion import LOCK_FILE, registry_lock
+    from continual.registry.promotion import LOCK_FILE, registry_lock
 
     home = tmp_path / "ws"
     home.mkdir()

@@ -208,8 +208,8 @@ class Auditor:
     def audit(self, before: dict[str, tuple[str, int]]) -> dict:
         import yaml
 
-        from continual.tracking import RoundFolder
-        from continual.workspace import Workspace
+        from continual.registry.tracking import RoundFolder
+        from continual.workspace.layout import Workspace
 
         ws = self.ws
         found: dict[str, Any] = {"problems": []}
@@ -310,7 +310,7 @@ class Auditor:
             if keys and champion.tags.get("round_hash") != current.get(keys[-1]):
                 problems.append(f"champion v{champion.version} is not the newest round {keys[-1]} "
                                 f"(it is {champion.tags.get('round_key')})")
-            from continual.promotion import _history
+            from continual.registry.promotion import _history
 
             history = _history(self.client, MODEL_NAME)
             if history[-1:] != [str(champion.version)]:

@@ -77,8 +77,8 @@ def registry(ws: Path) -> dict[str, Any]:
     """The workspace store's versions (each loaded as the server loads it) and champion."""
     from mlflow import MlflowClient
 
-    from continual.local_store import store_uri
-    from continual.workspace import Workspace
+    from continual.registry.local_store import store_uri
+    from continual.workspace.layout import Workspace
     from service.model_source import hf_folders, source_for
 
     uri = store_uri(Workspace.at(ws))

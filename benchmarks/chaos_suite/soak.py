@@ -25,7 +25,7 @@ def register(uri: str, model_dir: Path, name: str, round_index: int) -> str:
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from continual.tracking import log_pooled_model
+    from continual.registry.tracking import log_pooled_model
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("chaos")
@@ -166,7 +166,7 @@ def section_soak(args, ctx: dict) -> dict:
     import requests
     from mlflow import MlflowClient
 
-    from continual.model import make_tiny_model
+    from continual.model.encoder import make_tiny_model
 
     work = ctx["work"] / "soak"
     work.mkdir(parents=True)

@@ -11,7 +11,7 @@ only and use a closed-form head after. Here:
   every train row so far is embedded under the new encoder into fresh ridge sums and the head is solved.
 - **Frozen rounds** load the previous round's encoder, add the arrival's features to the sums and solve the
   head (λ: ``strategy.ridge.lambda``, ``auto`` by default): one forward pass, no buffer, and the encoder cannot
-  forget. Their ONNX graphs are the previous round's with the head swapped in (``continual/onnx_head.py``).
+  forget. Their ONNX graphs are the previous round's with the head swapped in (``continual/model/onnx_head.py``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from continual.model import embed_rows
+from continual.model.encoder import embed_rows
 from continual.strategies.base import RoundContext, Strategy
 from continual.strategies.ridge import Ridge
 

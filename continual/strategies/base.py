@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from continual.data import avalanche_dataset
+from continual.model.data import avalanche_dataset
 
 
 @dataclass

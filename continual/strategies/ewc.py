@@ -20,7 +20,9 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, zerolike_params_dict
 from safetensors.torch import load_file, save_file
 
-from continual import distributed, progress
+from continual.model import distributed
+
+from continual import progress
 from continual.strategies.base import RoundContext, Strategy
 
 EWC_FILE = "ewc.safetensors"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from avalanche.core import SupervisedPlugin
 
-from continual import adapters
+from continual.model import adapters
 from continual.strategies.base import Strategy
 
 

@@ -4,7 +4,7 @@ Avalanche keeps the buffer in memory only; we save it as text rows (buffer.jsonl
 weight) and rebuild the storage policy's groups from them in the next round's process.
 
 With ``train.processes`` > 1 every rank restores the same buffer.jsonl and draws the same global batches, new and
-memory rows alike (``continual.distributed``); rank 0 alone updates the buffer it writes after training.
+memory rows alike (``continual.model.distributed``); rank 0 alone updates the buffer it writes after training.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 
-from continual.jsonl import read_jsonl, write_jsonl
+from continual.arrivals.jsonl import read_jsonl, write_jsonl
 from continual.strategies.base import RoundContext, Strategy
 
 BUFFER_FILE = "buffer.jsonl"
@@ -27,7 +27,7 @@ class GlobalBatchReplay(ReplayPlugin, supports_distributed=True):
 
     Avalanche's ReplayDataLoader puts a DistributedSampler on the data and on the buffer as soon as
     torch.distributed is initialised, so each rank would draw batches of its own. A round instead draws the
-    global batch exactly as one process does and shares it out (``continual.distributed.SharedBatches``).
+    global batch exactly as one process does and shares it out (``continual.model.distributed.SharedBatches``).
     The same call as ReplayPlugin's own, with distributed sampling off; one process sees no difference.
     """
 

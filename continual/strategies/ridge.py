@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from continual.strategies.closed_form import ClosedForm
-from continual.strategies.ridge_lambda import choose_lambda, parse_lambda
+from continual.model.ridge_lambda import choose_lambda, parse_lambda
 
 
 class Ridge(ClosedForm):
@@ -72,7 +72,7 @@ def solve_head(gram: torch.Tensor, xty: torch.Tensor, lam: float) -> tuple[torch
 def fit_ridge_head(model, tokenizer, rows: list[dict], params: dict, batch_size: int = 64) -> None:
     """Give ``model`` the head this strategy fits on one arrival of ``rows`` (text, label): for benchmarks and tests
     that want a real head on the frozen encoder without running a round."""
-    from continual.model import embed_rows
+    from continual.model.encoder import embed_rows
 
     ridge = Ridge(params)
     ridge.prepare(model, len(model.labels))

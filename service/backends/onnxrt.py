@@ -35,7 +35,7 @@ class OnnxClassifier:
         self.max_length = max_length
         self.backend = backend
         self._inputs = {i.name for i in session.get_inputs()}
-        # Graphs exported since monitoring also output the pooled embedding (continual.export); older ones only logits.
+        # Graphs exported since monitoring also output the pooled embedding (continual.rounds.export); older ones only logits.
         self._outputs = [name for name in ("logits", EMBEDDING_OUTPUT) if name in {o.name for o in session.get_outputs()}]
         self._tokenizer_lock = threading.Lock()  # truncation/padding state is shared; set once, read under a lock
 

@@ -1,6 +1,6 @@
 """A champion's reference: a compact sample of the data it learned from, which live traffic is compared with.
 
-The round writes it into the model folder (``continual.reference``), so DVC versions it with the round and MLflow
+The round writes it into the model folder (``continual.rounds.reference``), so DVC versions it with the round and MLflow
 registers it with the model version; the server reads it with the model. One ``.npz`` of plain arrays (loaded
 with ``allow_pickle=False``):
 
@@ -13,7 +13,7 @@ with ``allow_pickle=False``):
     heldout_predicted   [n] int16    the label the model predicted for them
     arrivals            [R] str      the lineage's arrivals, in order
     accuracy_matrix     [R, R] fp32  accuracy on arrival j after round i (NaN above the diagonal)
-    forgetting          [R] fp32     average forgetting after each round (continual.metrics)
+    forgetting          [R] fp32     average forgetting after each round (continual.rounds.metrics)
     embeddings_int8     [n, d] fp16  optional: the same rows embedded by the int8 ONNX graph. Quantization moves every
                                      embedding a little, the same way: a domain classifier tells int8 from fp32
                                      embeddings of one text set (AUC 0.53-0.56 on VADER tweets, docs/benchmarks.md), so
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 REFERENCE_FILE = "reference.npz"
-FORMAT = "continual.reference/1"
+FORMAT = "continual.rounds.reference/1"
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def load(folder: str | Path, trainable: bool = True) -> PooledClassifier:
     """A LoRA round's classifier: the base encoder named in base.json with every adapter of the folder."""
     from peft import PeftModel
 
-    from continual.model import base_model_path
+    from continual.model.encoder import base_model_path
 
     folder = Path(folder)
     info = json.loads((folder / BASE_FILE).read_text())

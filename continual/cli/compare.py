@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 
 def scratch_workspace(ws: Workspace, folder: Path) -> Workspace:
@@ -31,8 +31,8 @@ def scratch_workspace(ws: Workspace, folder: Path) -> Workspace:
 
 
 def run_stream(ws: Workspace, params: dict, strategy: str, seed: int) -> dict:
-    from continual import tracking
-    from continual.round import run_round
+    from continual.registry import tracking
+    from continual.rounds.round import run_round
 
     scratch = scratch_workspace(ws, ws.root / ".continual" / "compare" / f"{strategy.replace('+', '_')}-seed{seed}")
     p = copy.deepcopy(params)
@@ -51,8 +51,7 @@ def run_stream(ws: Workspace, params: dict, strategy: str, seed: int) -> dict:
 
 
 def compare(ws: Workspace, params: dict, strategies: list[str], seeds: list[int]) -> list[dict]:
-    from continual import tracking
-
+    from continual.registry import tracking
     tracking.connect(ws, params)  # creates the experiment with the workspace's artifact location
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri(ws, params))  # scratch runs log here
     results = [run_stream(ws, params, s, seed) for s in strategies for seed in seeds]
@@ -86,7 +85,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_comparison(results: list[dict], path: Path) -> Path:
-    from continual.plots import plot_two_panels
+    from continual.reports.plots import plot_two_panels
 
     def draw(left, right) -> None:
         for r in results:

@@ -17,7 +17,7 @@ def _workspace(args, required: bool = True):
     """The workspace holding -C (default: the current folder), found upwards as git finds its repository.
     Paths the user passes stay relative to the current folder. Not ``required``: the -C folder itself."""
     from continual.params import load_params
-    from continual.workspace import NotAWorkspace, Workspace
+    from continual.workspace.layout import NotAWorkspace, Workspace
 
     try:
         ws = Workspace.find(args.workspace)
@@ -27,7 +27,6 @@ def _workspace(args, required: bool = True):
         ws = Workspace.at(args.workspace)
     params = load_params(ws.params_file)
     from continual import progress
-
     progress.configure(params)  # the command's progress bars
     return ws, params
 
@@ -35,10 +34,10 @@ def _workspace(args, required: bool = True):
 def cmd_init(args) -> int:
     """A workspace; with --tracking-uri a tracking server (checked before anything is created), with --remote a
     DVC remote (the default one, in the committed .dvc/config)."""
-    from continual.model_name import registered_model
+    from continual.registry.model_name import registered_model
     from continual.params import load_params
-    from continual.tracking import check_server
-    from continual.workspace import create_workspace
+    from continual.registry.tracking import check_server
+    from continual.workspace.layout import create_workspace
 
     for uri in dict.fromkeys(filter(None, (os.environ.get("MLFLOW_TRACKING_URI"), args.tracking_uri))):
         check_server(uri)  # an unreachable http(s) server: a clear error, and no workspace
@@ -53,7 +52,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from continual.ingest import ingest_file
+    from continual.arrivals.ingest import ingest_file
 
     ws, params = _workspace(args)
     try:
@@ -61,7 +60,7 @@ def cmd_ingest(args) -> int:
     except RuntimeError as error:  # dvc add / git add failed; ingest has rolled back what it wrote
         damage = _crash_damage(ws)  # e.g. a dvc.lock a killed `dvc repro` left empty: dvc add reads it too
         if damage:
-            from continual.workspace import REPAIR_HINT
+            from continual.workspace.layout import REPAIR_HINT
 
             raise ValueError("\n".join([str(error), *damage, REPAIR_HINT])) from error
         raise ValueError(str(error)) from error
@@ -71,7 +70,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from continual.ingest import verify_arrivals
+    from continual.arrivals.ingest import verify_arrivals
 
     ws, _ = _workspace(args)
     verify_arrivals(ws)
@@ -88,10 +87,10 @@ def cmd_verify(args) -> int:
 def cmd_round(args) -> int:
     """Train and write rounds/KEY, nothing else: MLflow is the track stage's job, so an outage there never
     costs a retrain. Nor does a kill: a round finished before DVC could record it is put back, not trained
-    again (continual.workspace, "crashes")."""
+    again (continual.workspace.layout, "crashes")."""
     import shutil
 
-    from continual.workspace import dead_round_temps, keep_finished_round, restore_finished_round
+    from continual.workspace.layout import dead_round_temps, keep_finished_round, restore_finished_round
 
     ws, params = _workspace(args)
     ws.registered(args.key)
@@ -106,7 +105,7 @@ def cmd_round(args) -> int:
 
     with ticking(f"round {args.key}: loading torch, transformers and avalanche"):  # ~10 s on 2 busy cores
         _check_model_params(params)
-        from continual.round import run_round
+        from continual.rounds.round import run_round
 
     metrics = run_round(ws, args.key, params)
     keep_finished_round(ws, args.key, inputs)
@@ -117,7 +116,7 @@ def cmd_round(args) -> int:
 
 def _check_model_params(params: dict) -> None:
     """What the encoder cannot do, refused before a round trains (a later round's model is loaded, not built)."""
-    from continual.model import base_model_path, check_max_length
+    from continual.model.encoder import base_model_path, check_max_length
 
     check_max_length(base_model_path(params["model"]["base"]), params["model"]["max_length"])
 
@@ -125,7 +124,7 @@ def _check_model_params(params: dict) -> None:
 def cmd_track(args) -> int:
     """The track stage: log every round without an MLflow run, then gate the newest round (never in a DVC
     experiment). Fails in seconds when the tracking server is down; the rounds stay as they are."""
-    from continual.promotion import track
+    from continual.registry.promotion import track
 
     ws, params = _workspace(args)
     track(ws, params)
@@ -133,7 +132,7 @@ def cmd_track(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from continual.report import format_matrix, load_round_metrics, write_report
+    from continual.reports.report import format_matrix, load_round_metrics, write_report
 
     ws, _ = _workspace(args)
     write_report(ws)
@@ -144,16 +143,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from continual.report import format_matrix, format_rounds, load_round_metrics
-    from continual.workspace import REPAIR_HINT
+    from continual.reports.report import format_matrix, format_rounds, load_round_metrics
+    from continual.workspace.layout import REPAIR_HINT
 
     ws, params = _workspace(args)
     rounds = load_round_metrics(ws)
     if args.costs:
-        from continual.costs import format_costs
+        from continual.rounds.costs import format_costs
 
         print(format_costs(rounds))
-        print("seconds per phase (continual/costs.py); not_train: the share of the wall time outside the optimiser's "
+        print("seconds per phase (continual/rounds/costs.py); not_train: the share of the wall time outside the optimiser's "
               "epochs")
         return 0
     pending = [k for k in ws.stream() if not (ws.round_dir(k) / "metrics.json").exists()]
@@ -164,13 +163,13 @@ def cmd_status(args) -> int:
         print("\naccuracy matrix (row: after round, column: evaluated on arrival)")
         print(format_matrix(rounds[-1]["accuracy_matrix"], rounds[-1]["arrivals"]))
     if rounds:
-        from continual.promotion import int8_check
+        from continual.registry.promotion import int8_check
 
         newest = rounds[-1]["key"]
         print(f"\nint8 ONNX of round {newest} (served by `continual serve` when passed): "
               f"{int8_check(ws, newest, params)}")
     if rounds:
-        from continual.storage import format_storage
+        from continual.workspace.storage import format_storage
 
         adapter = params["model"].get("adapter", "none")
         print(f"\nstorage (model.adapter: {adapter}; cache +: what the round's output added to the DVC cache)")
@@ -186,8 +185,8 @@ def cmd_status(args) -> int:
 
 
 def _crash_damage(ws) -> list[str]:
-    from continual.ingest import interrupted_ingest
-    from continual.workspace import crash_damage
+    from continual.arrivals.ingest import interrupted_ingest
+    from continual.workspace.layout import crash_damage
 
     damage = crash_damage(ws)
     journal = interrupted_ingest(ws)
@@ -199,8 +198,8 @@ def _crash_damage(ws) -> list[str]:
 
 def cmd_merge(args) -> int:
     """A round's classifier as one plain folder (a LoRA round's adapters merged), with its ONNX graphs."""
-    from continual.adapters import is_adapter_folder
-    from continual.export import merged_folder
+    from continual.model.adapters import is_adapter_folder
+    from continual.rounds.export import merged_folder
 
     ws, _ = _workspace(args)
     ws.registered(args.round)  # a key of stream.yaml, never a path such as ../x
@@ -220,8 +219,8 @@ def cmd_merge(args) -> int:
 def cmd_repair(args) -> int:
     """Put right what a killed process left: a damaged dvc.lock or .dvc/tmp/rwlock, an ingest killed half
     way, round folders half written. Refuses while a dvc command runs in the workspace."""
-    from continual.ingest import recover_after_crash
-    from continual.workspace import dvc_processes, repair
+    from continual.arrivals.ingest import recover_after_crash
+    from continual.workspace.layout import dvc_processes, repair
 
     ws, _ = _workspace(args)
     running = dvc_processes(ws.root)
@@ -235,7 +234,7 @@ def cmd_repair(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from continual.promotion import promote
+    from continual.registry.promotion import promote
 
     ws, _ = _workspace(args)
     ws.registered(args.round)  # a key of stream.yaml, never a path such as ../x
@@ -244,7 +243,7 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from continual.promotion import rollback
+    from continual.registry.promotion import rollback
 
     ws, _ = _workspace(args)
     try:
@@ -256,7 +255,7 @@ def cmd_rollback(args) -> int:
 
 def cmd_compare(args) -> int:
     ws, params = _workspace(args)  # first: outside a workspace, refused before the slow imports
-    from continual.compare import compare, format_table, summarise
+    from continual.cli.compare import compare, format_table, summarise
     from continual.strategies import STRATEGIES
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -276,8 +275,8 @@ def cmd_compare(args) -> int:
 def cmd_ui(args) -> int:
     """reports/compare.html (forgetting and accuracy against round, every lineage) and `mlflow ui` beside it."""
     ws, params = _workspace(args)
-    from continual import tracking
-    from continual.ui import start_mlflow_ui, without_credentials, write_report
+    from continual.registry import tracking
+    from continual.cli.ui import start_mlflow_ui, without_credentials, write_report
 
     uri = tracking.tracking_uri(ws, params)
     remote = uri.lower().startswith(("http://", "https://"))
@@ -310,12 +309,12 @@ def cmd_serve(args) -> int:
     given = {item.partition("=")[0].strip() for flag, item in zip(argv, argv[1:]) if flag == "--set"}
     several = "models" in given or os.environ.get("CONTINUAL_MODELS")  # or --model NAME=URI: no default model then
     if not several and not any(a.startswith(("--model", "--registered-model")) for a in argv):
-        from continual.model_name import registered_model
+        from continual.registry.model_name import registered_model
 
         argv += ["--registered-model", registered_model(ws, params)]
     if not any(a.startswith("--tracking-uri") for a in argv):
-        from continual.local_store import follow_move
-        from continual.tracking import tracking_uri
+        from continual.registry.local_store import follow_move
+        from continual.registry.tracking import tracking_uri
 
         uri = tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first
         follow_move(ws, uri)  # before any worker reads it: a moved workspace's store points at its new folder
@@ -331,7 +330,7 @@ def cmd_serve(args) -> int:
 
 def cmd_capture_export(args) -> int:
     """The texts a server captured (capture_rate > 0) as a CSV to label, then `continual ingest`."""
-    from continual.capture import export_captures
+    from continual.arrivals.capture import export_captures
 
     ws, params = _workspace(args)
     folder = Path(args.dir) if args.dir else capture_folder(ws, params)  # where `continual serve` has it write
@@ -344,13 +343,13 @@ def cmd_capture_export(args) -> int:
 
 def cmd_drift(args) -> int:
     """Drift of a window against the champion's reference: a server's latest check, or a file of texts scored here."""
-    from continual.drift import fetch_snapshot, format_scores, read_texts, score_texts, write_report
+    from continual.reports.drift import fetch_snapshot, format_scores, read_texts, score_texts, write_report
 
     ws, params = _workspace(args)
     if args.texts:
-        from continual.local_store import follow_move
-        from continual.model_name import registered_model
-        from continual.tracking import tracking_uri
+        from continual.registry.local_store import follow_move
+        from continual.registry.model_name import registered_model
+        from continual.registry.tracking import tracking_uri
 
         model_uri = args.model_uri or f"models:/{registered_model(ws, params)}@champion"
         settings = {key: value for key, value in monitoring_settings(ws, params).items() if key.startswith("drift_")}
@@ -389,7 +388,7 @@ def capture_folder(ws, params: dict) -> Path:
 
 
 def cmd_demo(args) -> int:
-    from continual.demo import run_demo
+    from continual.cli.demo import run_demo
 
     return run_demo(Path(args.dir), strategy=args.strategy)
 
@@ -504,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.command != "serve":  # serve hands its own options to service.serve
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    from continual.workspace import NotAWorkspace
+    from continual.workspace.layout import NotAWorkspace
 
     try:
         return args.func(args)

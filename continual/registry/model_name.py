@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -55,7 +55,7 @@ def version_workspace(client: "MlflowClient", version: "ModelVersion") -> str:
     known = (version.tags or {}).get(WORKSPACE_TAG)
     if known:
         return known
-    from continual.tracking import LINEAGE_TAG  # here, not at the top: continual.tracking imports this module
+    from continual.registry.tracking import LINEAGE_TAG  # here, not at the top: continual.registry.tracking imports this module
 
     run = _run(client, version.run_id)
     line = run.data.tags.get(LINEAGE_TAG, "") if run else ""  # strategy:params-hash:workspace
@@ -114,7 +114,7 @@ def _run(client: "MlflowClient", run_id: str | None):
 
 
 def _folder_of(client: "MlflowClient", run_id: str | None) -> str:
-    """The owner's workspace folder, from its lineage run's ``continual.workspace`` tag ("" when unknown)."""
+    """The owner's workspace folder, from its lineage run's ``continual.workspace.layout`` tag ("" when unknown)."""
     run = _run(client, run_id)
     parent = _run(client, run.data.tags.get("mlflow.parentRunId")) if run else None
-    return parent.data.tags.get("continual.workspace", "") if parent else ""
+    return parent.data.tags.get("continual.workspace.layout", "") if parent else ""

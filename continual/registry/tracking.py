@@ -36,10 +36,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from continual import local_store
-from continual.model_name import WORKSPACE_TAG, NameTaken, registered_model, refuse_if_owned_elsewhere
+from continual.registry import local_store
+from continual.registry.model_name import WORKSPACE_TAG, NameTaken, registered_model, refuse_if_owned_elsewhere
 from continual.progress import ticking
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -48,7 +48,7 @@ KIND_TAG = "continual.kind"  # "lineage" | "round"
 LINEAGE_TAG = "continual.lineage"
 ROUND_HASH_TAG = "continual.round_hash"
 ABANDONED_TAG = "continual.abandoned"  # a round run whose logging was cut short; the round was logged again
-DECISION_TAG = "promotion.decision"  # as continual.promotion writes it (which imports this module)
+DECISION_TAG = "promotion.decision"  # as continual.registry.promotion writes it (which imports this module)
 # What the served model needs, pinned to what trained it; listed by hand because MLflow's inference of
 # requirements imports every candidate package (torchvision included) and takes seconds.
 SERVED_PACKAGES = ("mlflow", "transformers", "torch", "tokenizers", "safetensors", "pandas")
@@ -126,7 +126,7 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from continual.race_safe_client import RaceSafeClient
+    from continual.registry.race_safe_client import RaceSafeClient
 
     uri = tracking_uri(ws, params)
     local_store.follow_move(ws, uri)  # a moved or copied workspace: its store's locations point here first
@@ -163,7 +163,7 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     values |= {f"forgetting.{k}": v for k, v in metrics["forgetting"].items()}
     values |= {f"int8_acc.{k}": v for k, v in (metrics.get("int8_acc") or {}).items()}  # the round's int8 ONNX
     values |= {f"int8_drop.{k}": v for k, v in (metrics.get("int8_drop") or {}).items()}
-    values |= {f"phase_seconds.{k}": v for k, v in (metrics.get("phase_seconds") or {}).items()}  # continual/costs.py
+    values |= {f"phase_seconds.{k}": v for k, v in (metrics.get("phase_seconds") or {}).items()}  # continual/rounds/costs.py
     values |= {
         "avg_acc": metrics.get("avg_acc"),
         "forgetting.avg": metrics.get("forgetting_avg"),
@@ -355,7 +355,7 @@ def _register_model(client: "MlflowClient", ws: Workspace, folder: RoundFolder, 
     with tempfile.TemporaryDirectory(prefix="continual-merged-") as scratch:
         model_dir = folder.path / "model"
         if folder.info["params"]["model"].get("adapter", "none") != "none":
-            from continual.export import merged_folder
+            from continual.rounds.export import merged_folder
 
             model_dir = merged_folder(model_dir, Path(scratch) / "model")
         logged = log_pooled_model(model_dir, registered_model_name=name)
@@ -446,7 +446,7 @@ def _git_commit(root: Path) -> str:
 
 # -- plots (matplotlib's Figure directly: no pyplot state, no display backend) --------------------------
 def _draw_plots(ws: Workspace, folder: RoundFolder, out: Path, params: dict[str, Any]) -> None:
-    from continual.plots import CONFUSION_CLASSES, plot_accuracy_matrix, plot_confusion, plot_curves
+    from continual.reports.plots import CONFUSION_CLASSES, plot_accuracy_matrix, plot_confusion, plot_curves
 
     metrics = folder.metrics
     keys = metrics["arrivals"]

@@ -7,7 +7,7 @@ from avalanche.benchmarks.utils.classification_dataset import ClassificationData
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from continual.model import token_ids
+from continual.model.encoder import token_ids
 
 
 class TokenizedRows(Dataset):

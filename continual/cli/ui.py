@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from service.monitoring.svg import Series, line_chart
 
-from continual import tracking
-from continual.workspace import Workspace
+from continual.registry import tracking
+from continual.workspace.layout import Workspace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from continual.model import forward_sorted
+from continual.model.encoder import forward_sorted
 
 
 def predict_proba(model, tokenizer, texts: list[str], batch_size: int, desc: str = "predict") -> torch.Tensor:

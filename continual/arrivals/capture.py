@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continual.ingest import JSONL_SUFFIXES, ArrivalError, _row
-from continual.jsonl import write_atomic
+from continual.arrivals.ingest import JSONL_SUFFIXES, ArrivalError, _row
+from continual.arrivals.jsonl import write_atomic
 
 COLUMNS = ("text", "label", "prediction", "confidence", "model_version", "round_key", "last_captured",
            "times_captured")

@@ -32,9 +32,9 @@ import yaml
 ARRIVAL_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 VERIFIED_MARKER = ".continual/verified"
 ID_FILE = ".continual/workspace_id"  # a uuid: MLflow lineages survive moving the workspace
-INGEST_JOURNAL = ".continual/ingest-journal.json"  # what an ingest writing now would undo (continual.ingest)
+INGEST_JOURNAL = ".continual/ingest-journal.json"  # what an ingest writing now would undo (continual.arrivals.ingest)
 FINISHED_ROUND = ".continual/finished-round"  # the last round `continual round` finished, as hard links
-ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round depends on: continual.round's, dvc.yaml's
+ROUND_PARAMS = ("seed", "model", "train", "strategy", "export")  # what a round depends on: continual.rounds.round's, dvc.yaml's
 REPAIR_HINT = "repair: run `continual repair`, then `dvc repro`"
 MARKER = "stream.yaml"  # every workspace has one at its root: dvc.yaml reads it (vars), and no subfolder holds one
 DVC_EXPERIMENTS = "exps"  # .dvc/tmp/exps/: where DVC runs temporary and queued experiments (Workspace.home)
@@ -552,7 +552,7 @@ def repair(ws: Workspace) -> list[str]:
         done.append("removed the damaged .dvc/tmp/rwlock (DVC's record of running stages; none is running)")
     kept, stale = _stale_rwlock_entries(rwlock)
     if stale:
-        from continual.jsonl import write_atomic
+        from continual.arrivals.jsonl import write_atomic
 
         write_atomic(rwlock, json.dumps(kept).encode())
         done.append(f"dropped {stale} entries of killed dvc processes from .dvc/tmp/rwlock")

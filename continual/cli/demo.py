@@ -13,12 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from continual.ingest import ingest_file
+from continual.arrivals.ingest import ingest_file
 from continual.params import load_params
-from continual.report import format_matrix, format_rounds, load_round_metrics
-from continual.workspace import Workspace, create_workspace
+from continual.reports.report import format_matrix, format_rounds, load_round_metrics
+from continual.workspace.layout import Workspace, create_workspace
 
-VADER_DIR = Path(__file__).resolve().parents[1] / "data" / "vader"
+VADER_DIR = Path(__file__).resolve().parents[2] / "data" / "vader"
 
 
 def sample_domain(domain: str, n: int, seed: int) -> list[dict]:

@@ -2,7 +2,7 @@
 DistributedDataParallel averages the gradients (gloo on CPU, NCCL on GPU), and rank 0 alone writes the round.
 
 - ``run_round`` in the calling process sees ``train.processes`` > 1 and calls ``launch_round``, which reruns
-  the round as ``python -m torch.distributed.run --standalone --nproc_per_node N -m continual.distributed``;
+  the round as ``python -m torch.distributed.run --standalone --nproc_per_node N -m continual.model.distributed``;
   ``main`` below is each process. The caller then reads the finished round's metrics.json.
 - Every rank draws the same global batch of ``train.batch_size`` rows (``SharedBatches``) and trains on its
   share; the loss is scaled so that DDP's mean over ranks is the global batch's mean. So N processes take the
@@ -144,7 +144,7 @@ def launch_round(ws, key: str, params: dict) -> dict:
         given = Path(tmp) / "params.json"  # the caller's params, which may differ from the workspace's file
         given.write_text(json.dumps(params))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   "-m", "continual.distributed", str(ws.root), key, str(given)]
+                   "-m", "continual.model.distributed", str(ws.root), key, str(given)]
         code = subprocess.run(command, env=env,
                               preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None).returncode
     if code:
@@ -161,9 +161,9 @@ def _end_with_parent() -> None:
 
 
 def main(argv: list[str]) -> None:
-    """One rank: ``python -m continual.distributed WORKSPACE KEY PARAMS_JSON`` under torch.distributed.run."""
-    from continual.round import run_round
-    from continual.workspace import Workspace
+    """One rank: ``python -m continual.model.distributed WORKSPACE KEY PARAMS_JSON`` under torch.distributed.run."""
+    from continual.rounds.round import run_round
+    from continual.workspace.layout import Workspace
 
     root, key, given = argv
     device = join()

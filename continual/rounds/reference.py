@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from continual.metrics import forgetting
-from continual.model import forward_sorted
+from continual.rounds.metrics import forgetting
+from continual.model.encoder import forward_sorted
 from service.monitoring.reference import Reference
 from service.pooled import PooledClassifier
 

@@ -74,10 +74,9 @@ def new_classifier(base: str | Path, labels: list[str], max_length: int) -> tupl
 
 
 def load_classifier(folder: str | Path, trainable: bool = True) -> tuple[PooledClassifier, object]:
-    """A round's model and tokenizer (a LoRA round's: base encoder plus its adapters, ``continual.adapters``);
+    """A round's model and tokenizer (a LoRA round's: base encoder plus its adapters, ``continual.model.adapters``);
     a folder from before pooled classifiers raises LegacyModelFolder."""
-    from continual import adapters
-
+    from continual.model import adapters
     model = adapters.load(folder, trainable) if adapters.is_adapter_folder(folder) else PooledClassifier.load(folder)
     return model, AutoTokenizer.from_pretrained(folder)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import json
 
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 
 def load_round_metrics(ws: Workspace) -> list[dict]:
@@ -13,7 +13,7 @@ def load_round_metrics(ws: Workspace) -> list[dict]:
 
 
 def write_report(ws: Workspace) -> dict:
-    from continual.plots import plot_accuracy_matrix, plot_curves
+    from continual.reports.plots import plot_accuracy_matrix, plot_curves
 
     rounds = load_round_metrics(ws)
     out = ws.reports_dir

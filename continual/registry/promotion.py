@@ -24,7 +24,7 @@ Registry safety:
   ``champion.last_move``, the new version's ``champion.since``/``champion.how`` and one printed line
   describe the latest move.
 - Each workspace registers into a name of its own by default, and the track stage refuses to register into
-  a name another workspace owns (``continual.model_name``). Should a champion from another workspace hold
+  a name another workspace owns (``continual.registry.model_name``). Should a champion from another workspace hold
   the alias anyway (a registry from before that check, or a version moved by hand), the gate never takes
   the alias from it: two workspaces would otherwise fight over one alias. ``promote`` may, and says so.
 
@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import TYPE_CHECKING, Any, Iterator
 
-from continual import tracking
-from continual.model_name import default_name, registered_model, version_workspace
+from continual.registry import tracking
+from continual.registry.model_name import default_name, registered_model, version_workspace
 from continual.params import load_params
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 from service.backends import int8_verdict, read_quantization_report
 from service.model_source import INT8_GATE_TAG
 

@@ -24,12 +24,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from continual.workspace import MARKER, Workspace
+from continual.workspace.layout import MARKER, Workspace
 from service.model_source import sqlite_database
 
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
-FOLDER_TAG = "continual.workspace"  # on each lineage run: the folder of the workspace that logged it
+FOLDER_TAG = "continual.workspace.layout"  # on each lineage run: the folder of the workspace that logged it
 # Where MLflow 3.17 keeps artifact locations (mlflow/store/tracking/dbmodels/models.py and
 # mlflow/store/model_registry/dbmodels/models.py): (table, column).
 LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
@@ -65,8 +65,8 @@ def follow_move(ws: Workspace, uri: str) -> None:
     with closing(sqlite3.connect(database, timeout=60)) as db:
         if not _former_roots(db, ws):  # the common case: one read, no lock
             return
-    # Imported here: continual.promotion imports continual.tracking, which imports this module.
-    from continual.promotion import registry_lock
+    # Imported here: continual.registry.promotion imports continual.registry.tracking, which imports this module.
+    from continual.registry.promotion import registry_lock
 
     with registry_lock(ws), closing(sqlite3.connect(database, timeout=60, isolation_level=None)) as db:
         db.execute("BEGIN IMMEDIATE")  # every writer waits: the roots are read again and rewritten as one change

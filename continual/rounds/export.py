@@ -76,10 +76,10 @@ def quantize_int8(source: Path, target: Path, per_channel: bool) -> None:
     # optimisations are what onnxruntime applies when the session loads anyway.
     import onnx
 
-    from continual.onnx_head import head_node_names
+    from continual.model.onnx_head import head_node_names
 
     # The head stays fp32: a few hundred weights per class, and a later round that changes only the head can
-    # then swap them in without quantizing again (continual/onnx_head.py).
+    # then swap them in without quantizing again (continual/model/onnx_head.py).
     head = head_node_names(onnx.load(str(source), load_external_data=False).graph)
     root = logging.getLogger()
     level = root.level
@@ -101,7 +101,7 @@ def write_graphs(model: PooledClassifier, tokenizer, model_dir: Path, per_channe
     if previous is not None:
         import onnx
 
-        from continual.onnx_head import features_input, replace_head
+        from continual.model.onnx_head import features_input, replace_head
 
         features = features_input(onnx.load(str(onnx_file(previous, "onnx")), load_external_data=False).graph)
         for kind in ("onnx", "onnx-int8"):
@@ -123,10 +123,10 @@ def export_round_model(model: PooledClassifier, tokenizer, model_dir: Path, test
     round's evaluation predicted them) it also gives the share of rows where int8 predicts the same.
     ``on_int8(served)`` is called with the loaded int8 graph (the round's reference embeds with it).
     ``previous``: the previous round's model folder; when its graphs were built from this very encoder, only the
-    head is swapped in (``continual/onnx_head.py``)."""
+    head is swapped in (``continual/model/onnx_head.py``)."""
     from service.backends.onnxrt import OnnxClassifier
 
-    from continual.onnx_head import encoder_fingerprint
+    from continual.model.onnx_head import encoder_fingerprint
 
     folder = Path(model_dir) / ONNX_DIR
     fp32_path, int8_path = onnx_file(model_dir, "onnx"), onnx_file(model_dir, "onnx-int8")
@@ -171,8 +171,7 @@ def export_round(model: PooledClassifier, tokenizer, model_dir: Path, tests: dic
     """``export_round_model`` for any round. A LoRA round's merged model is exported and measured in a scratch
     folder and only the report is kept: its round folder holds no copy of the encoder's weights. The track
     stage rebuilds the same graphs for the model version (``merged_folder``) and checks them by sha256."""
-    from continual import adapters
-
+    from continual.model import adapters
     if not adapters.adapter_names(model):
         return export_round_model(model, tokenizer, model_dir, tests, fp32_acc, settings, batch_size, fp32_predictions,
                                   on_int8, previous)
@@ -189,7 +188,7 @@ def merged_folder(model_dir: Path, target: Path) -> Path:
     """A LoRA round's model as a plain classifier folder, adapters merged (what MLflow registers and servers
     load). When the round measured its int8 graph, the graphs are rebuilt here; the round's report travels
     with them only if they are the same bytes it measured, else the int8 check reads "missing"."""
-    from continual.model import load_classifier
+    from continual.model.encoder import load_classifier
 
     model, tokenizer = load_classifier(model_dir, trainable=False)
     merged = _save_merged(model, tokenizer, target)
@@ -211,8 +210,7 @@ def merged_folder(model_dir: Path, target: Path) -> Path:
 
 def _save_merged(model: PooledClassifier, tokenizer, folder: Path) -> PooledClassifier:
     """The adapters folded into the encoder, saved in ``folder`` as a plain classifier with its tokenizer."""
-    from continual import adapters
-
+    from continual.model import adapters
     merged = adapters.merged(model)
     folder.mkdir(parents=True, exist_ok=True)
     merged.save(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from continual.workspace import Workspace
+from continual.workspace.layout import Workspace
 
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".bin")
 

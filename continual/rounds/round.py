@@ -11,21 +11,23 @@ import time
 import numpy as np
 import torch
 
-from continual import adapters, distributed
-from continual.evaluation import accuracy, confusion
-from continual.export import export_round
-from continual.costs import Phases
-from continual.head import HeadRefit
-from continual.ingest import read_split
-from continual.metrics import summarise
+from continual.model import adapters
+
+from continual.model import distributed
+from continual.model.evaluation import accuracy, confusion
+from continual.rounds.export import export_round
+from continual.rounds.costs import Phases
+from continual.model.head import HeadRefit
+from continual.arrivals.ingest import read_split
+from continual.rounds.metrics import summarise
 from continual.progress import configure as configure_progress
-from continual.reference import PendingReference, build_reference
-from continual.storage import tree_bytes
-from continual.model import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
+from continual.rounds.reference import PendingReference, build_reference
+from continual.workspace.storage import tree_bytes
+from continual.model.encoder import (LogitsOnly, base_model_path, embed_rows, grow_head, load_classifier, new_classifier,
                              set_prototype_rows)
 from continual.strategies import RoundContext, make_strategy
-from continual.trainer import ProgressLog, train_one_experience
-from continual.workspace import ROUND_PARAMS, Workspace  # ROUND_PARAMS: what a round's result depends on
+from continual.model.trainer import ProgressLog, train_one_experience
+from continual.workspace.layout import ROUND_PARAMS, Workspace  # ROUND_PARAMS: what a round's result depends on
 
 
 def set_threads(train: dict) -> int:
@@ -54,7 +56,7 @@ def labels_in_order(ws: Workspace, keys: list[str]) -> list[str]:
 def run_round(ws: Workspace, key: str, params: dict, device: torch.device | None = None) -> dict | None:
     """Train the round for arrival ``key`` and write ``rounds/<key>``; returns its metrics.
 
-    With ``train.processes`` > 1 the round runs in that many processes (``continual.distributed``), which call
+    With ``train.processes`` > 1 the round runs in that many processes (``continual.model.distributed``), which call
     this again with their ``device``; rank 0 writes the round and the other ranks return None."""
     started = time.perf_counter()
     configure_progress(params)  # also in the processes of a multi-process round

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from continual import progress
-from continual.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic
-from continual.workspace import ARRIVAL_NAME, INGEST_JOURNAL, Workspace, dir_hash, dvc_cached
+from continual.arrivals.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic
+from continual.workspace.layout import ARRIVAL_NAME, INGEST_JOURNAL, Workspace, dir_hash, dvc_cached
 
 SPLITS = ("train", "test")
 JSONL_SUFFIXES = {".jsonl", ".json-lines", ".ndjson"}

@@ -1,5 +1,5 @@
 """Avalanche's supervised template, fitted to variable-length text, with a progress bar and a loss log; under
-torch.distributed (``continual.distributed``) it trains each rank's share of the global batch through DDP."""
+torch.distributed (``continual.model.distributed``) it trains each rank's share of the global batch through DDP."""
 from __future__ import annotations
 
 import time
@@ -12,9 +12,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from continual import distributed, progress
+from continual.model import distributed
 
-
+from continual import progress
 class TextTemplate(SupervisedTemplate):
     """Passes the dataset's padding collate to the loaders.
 
