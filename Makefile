@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(VENV)/bin/continual demo demo
 
+# Three pytest workers on two cores: many tests wait on a server, `dvc repro` or MLflow, so a third keeps the
+# cores busy. Whole files go to a worker (module fixtures are built once), the slow ones first (tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	CONTINUAL_THREADS=1 $(PY) -m pytest -q
+	CONTINUAL_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf demo bench .pytest_cache

@@ -4,7 +4,7 @@
     python benchmarks/auto_lambda.py --quick          # tiny random model: a smoke test
 
 The stream arrives as a `ridge` round sees it: each arrival's features are added to the running sums XᵀX,
-XᵀY, and the head is solved after every arrival. Each criterion of `continual/model/ridge_lambda.py`
+XᵀY, and the head is solved after every arrival. Each criterion of `continual/model/ridge.py`
 picks λ from the sums after each arrival; the fixed λ are the grid a user would try. The figure is the final
 average test accuracy over the stream's arrivals. "cut" keeps the first `--cut` train rows of each label in
 each arrival (at 10, fewer rows than the embedding has dimensions over the whole stream). Embeddings are
@@ -56,8 +56,9 @@ def embedded_stream(name: str, size: int, params: dict, work: Path) -> list[dict
     import torch
     from streams import build_stream
 
-    from continual.arrivals.ingest import read_split
-    from continual.model.encoder import base_model_path, embed_rows, new_classifier
+    from continual.arrivals.split import read_split
+    from continual.model.encoder import embed_rows, new_classifier
+    from continual.model.pretrained import base_model_path
     from continual.rounds.round import labels_in_order
 
     stream = build_stream(name, work / "stream", size)
@@ -79,8 +80,7 @@ def embedded_stream(name: str, size: int, params: dict, work: Path) -> list[dict
 def compare(arrivals: list[dict], cut: int | None) -> dict:
     import torch
 
-    from continual.strategies.ridge import solve_head, with_bias
-    from continual.model.ridge_lambda import choose_lambda
+    from continual.model.ridge import choose_lambda, solve_head, with_bias
 
     classes = int(max(int(a[s][1].max()) for a in arrivals for s in ("train", "test"))) + 1
     gram = xty = None

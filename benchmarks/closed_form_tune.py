@@ -55,8 +55,9 @@ def tune_stream(name: str, size: int, params: dict, grid: dict, work: Path) -> l
     import torch
     from streams import build_stream
 
-    from continual.arrivals.ingest import read_split
-    from continual.model.encoder import base_model_path, embed_rows, new_classifier
+    from continual.arrivals.split import read_split
+    from continual.model.encoder import embed_rows, new_classifier
+    from continual.model.pretrained import base_model_path
     from continual.rounds.round import labels_in_order
     from continual.strategies import make_strategy
 

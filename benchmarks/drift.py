@@ -75,7 +75,7 @@ def main() -> int:
         first = ws.stream()[0]
         metrics = run_round(ws, first, params)
         seen = {r["text"] for key in ws.stream() for split in ("train", "test")
-                for r in __import__("continual.arrivals.ingest", fromlist=["read_split"]).read_split(ws, key, split)}
+                for r in __import__("continual.arrivals.split", fromlist=["read_split"]).read_split(ws, key, split)}
         model_dir = ws.round_dir(first) / "model"
         entry = {"round": first, "acc": metrics["acc"], "windows": {}}
         for name, rows in windows(window, seen).items():

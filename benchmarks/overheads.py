@@ -100,7 +100,7 @@ def dvc_floor(folder: Path, env: dict) -> Path:
 def noop_repro(work: Path, params: dict, rows_per_round: int, repeats: int, env: dict) -> dict:
     import yaml
 
-    from continual.workspace.layout import create_workspace
+    from continual.workspace.create import create_workspace
 
     ws = create_workspace(work / "workspace")
     text = yaml.safe_load(ws.params_file.read_text())
@@ -125,7 +125,7 @@ def noop_repro(work: Path, params: dict, rows_per_round: int, repeats: int, env:
 
 
 def ingest(work: Path, rows: int, repeats: int, env: dict) -> dict:
-    from continual.workspace.layout import create_workspace
+    from continual.workspace.create import create_workspace
 
     source = vader_csv(work / "big.csv", ["movies", "nyt", "tweets", "amazon"], rows)
     ours, theirs = [], []
@@ -152,7 +152,8 @@ def free_port() -> int:
 def cold_start(work: Path, model_name: str, params: dict, repeats: int, timeout: float, env: dict) -> dict:
     import requests
 
-    from continual.model.encoder import base_model_path, new_classifier
+    from continual.model.encoder import new_classifier
+    from continual.model.pretrained import base_model_path
 
     folder = work / "served-model"
     base = params["model"]["base"] if model_name == "tiny" else str(base_model_path(model_name))

@@ -77,7 +77,8 @@ def compare_exporters(params: dict, repeats: int) -> dict:
     import torch
 
     from continual.rounds.export import _LogitsAndEmbedding, export_fp32
-    from continual.model.encoder import base_model_path, new_classifier
+    from continual.model.encoder import new_classifier
+    from continual.model.pretrained import base_model_path
 
     model, tokenizer = new_classifier(base_model_path(params["model"]["base"]), ["neg", "neu", "pos"],
                                       int(params["model"]["max_length"]))

@@ -56,13 +56,14 @@ def build_champion(tmp: Path) -> tuple[str, Path, dict]:
 
     from continual.model.evaluation import accuracy
     from continual.rounds.export import export_round_model
-    from continual.model.encoder import base_model_path, new_classifier
+    from continual.model.encoder import new_classifier
+    from continual.model.pretrained import base_model_path
     from continual.params import load_params
     from continual.rounds.reference import write_reference
     from continual.strategies.ridge import fit_ridge_head
-    from continual.registry.tracking import log_pooled_model
+    from continual.registry.register import log_pooled_model
     from service.backends import int8_verdict
-    from service.model_source import INT8_GATE_TAG
+    from service.registry_tags import INT8_GATE_TAG
 
     rows = tweets()
     train, held_out = rows[:300], rows[300:700]

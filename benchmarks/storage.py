@@ -26,7 +26,8 @@ import harness  # noqa: E402
 def measure(folder: Path, adapter: str, per_domain: int, base: str) -> dict:
     from continual.cli.demo import run_demo
     from continual.workspace.storage import cache_total, stream_bytes, tree_bytes
-    from continual.workspace.layout import Workspace, create_workspace
+    from continual.workspace.create import create_workspace
+    from continual.workspace.layout import Workspace
 
     shutil.rmtree(folder, ignore_errors=True)
     ws = create_workspace(folder)

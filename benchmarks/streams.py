@@ -18,8 +18,9 @@ from pathlib import Path
 
 from continual.cli.compare import scratch_workspace
 from continual.cli.demo import sample_domain
-from continual.arrivals.ingest import Row, stratified_split  # the split ingest makes, seeded by arrival key
-from continual.arrivals.jsonl import write_atomic
+from continual.arrivals.parse import Row
+from continual.arrivals.split import stratified_split  # the split ingest makes, seeded by arrival key
+from continual.workspace.files import write_atomic
 from continual.params import load_params
 from continual.workspace.layout import Workspace
 

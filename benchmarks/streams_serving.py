@@ -40,7 +40,7 @@ def register_streams(uri: str) -> None:
     """stream-1..3 at version 1 (champion) and stream-1 version 2, all on the champion's logged artifacts."""
     from mlflow import MlflowClient
 
-    from service.model_source import INT8_GATE_TAG
+    from service.registry_tags import INT8_GATE_TAG
 
     client = MlflowClient(uri)
     champion = client.get_model_version_by_alias(serve_bench.NAME, "champion")

@@ -43,7 +43,8 @@ def main() -> None:
     print(f"machine: {harness.describe(harness.machine())}\ncommand: {harness.command_line()}\n", flush=True)
 
     from continual.cli.demo import sample_domain
-    from continual.model.encoder import base_model_path, new_classifier
+    from continual.model.encoder import new_classifier
+    from continual.model.pretrained import base_model_path
 
     pool = [r for d in ("tweets", "amazon") for r in sample_domain(d, n, 7)]
     rows, buffer_rows = pool[::2][:n], pool[1::2][: args.mem_size or n // 2]

@@ -5,22 +5,9 @@ and mlflow are loaded only in the workers, by create_app.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-
-def _installed_version() -> str:
-    """The version of whichever distribution installed this package: continual (training and serving) or
-    continual-serve (the server alone)."""
-    for distribution in ("continual", "continual-serve"):
-        try:
-            return version(distribution)
-        except PackageNotFoundError:
-            continue
-    return "0+unknown"  # running from a source tree that was never installed
-
-
-__version__ = _installed_version()
+from service.version import __version__
 
 
 def create_app(config: dict[str, Any] | None = None):
@@ -30,4 +17,4 @@ def create_app(config: dict[str, Any] | None = None):
     return build_app(config)
 
 
-__all__ = ["create_app", "__version__"]
+__all__ = ["__version__", "create_app"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from service import backends
 from service.backends import ServedModel
+from service.backends.loading import load as load_backend
 from service.metrics import ServiceMetrics
 from service.model_source import ModelCard, ModelNotRegistered, ModelSource, hf_folders
 from service.monitoring.reference import Reference
@@ -124,7 +125,7 @@ class ModelHolder:
             model_dir, tokenizer_dir = hf_folders(self.source.fetch(card, Path(download)))
             pooled = (model_dir / "classifier.json").is_file()  # a round's folder (it may hold ONNX graphs)
             choice = backends.choose(self.backend, model_dir if pooled else None, card, self.max_quantized_drop)
-            loaded = backends.load(choice, model_dir, tokenizer_dir, card, self.max_length, self.threads)
+            loaded = load_backend(choice, model_dir, tokenizer_dir, card, self.max_length, self.threads)
             loaded.reference = _reference(model_dir if pooled else None)
         # One forward before the swap: a model that cannot run fails here, not on a user's request,
         # and the first real request does not pay for lazy initialisation.

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from service.redaction import public_uri, redact
+from service.registry_tags import ARRIVAL_TAG, DATA_HASH_TAG, INT8_GATE_TAG, ROUND_KEY_TAG, ROUND_TAG
 
 # models:/NAME@ALIAS or models:/NAME/VERSION; anything else under models:/ (a logged-model id) is
 # downloaded as plain artifacts without registry metadata.
 REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-INT8_GATE_TAG = "serving.int8"  # set by the promotion gate on every version it judges
 ROUND_KEY = re.compile(r"^\d+-(?P<arrival>.+)$")
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,11 @@ class RegistrySource:
                 raise ModelNotRegistered(f"no model yet: the registry has nothing at {self.uri}") from error
             raise
         tags = found.tags or {}
-        round_key = tags.get("round_key")
+        round_key = tags.get(ROUND_KEY_TAG)
         return ModelCard(
             source=self.uri, location=self.uri, fingerprint=f"{self.name}/{found.version}", name=self.name,
-            version=str(found.version), round=tags.get("round"), round_key=round_key,
-            arrival=tags.get("arrival") or _arrival_of(round_key), data_hash=tags.get("data_hash"),
+            version=str(found.version), round=tags.get(ROUND_TAG), round_key=round_key,
+            arrival=tags.get(ARRIVAL_TAG) or _arrival_of(round_key), data_hash=tags.get(DATA_HASH_TAG),
             int8_gate=tags.get(INT8_GATE_TAG),
         )
 

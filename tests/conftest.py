@@ -9,7 +9,17 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from helpers import TINY_ROWS, export_tiny  # noqa: E402
+
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with a test marked slow (a real server, dvc repro, real MiniLM) first, in their order, then the
+    rest: `make test` hands whole files to its workers in this order (--dist loadfile --no-loadscope-reorder), so
+    no long file starts last and runs on alone while the other workers have nothing left."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")
@@ -18,22 +28,6 @@ def tiny_model_dir(tmp_path_factory):
     from continual.model.encoder import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", ["neg", "neu", "pos"])
-
-
-TINY_ROWS = [{"text": f"{word} {i}", "label": label} for i in range(6)
-             for word, label in (("good great fine", "pos"), ("bad awful sad", "neg"), ("a table a chair", "neu"))]
-
-
-def export_tiny(folder):
-    """Give a tiny model folder what a round gives its model/: onnx/ with fp32, int8 and the int8 report."""
-    from continual.model.evaluation import accuracy
-    from continual.rounds.export import export_round_model
-    from continual.model.encoder import load_classifier
-
-    model, tokenizer = load_classifier(folder)
-    fp32 = accuracy(model, tokenizer, TINY_ROWS, 8)[0]
-    export_round_model(model, tokenizer, folder, {"0001-a": TINY_ROWS}, {"0001-a": fp32}, {"int8_per_channel": True}, 8)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The real model server for tests: `python -m service.serve` under gunicorn on 127.0.0.1, started and stopped."""
+"""The model server for tests: a registry holding tiny models, logged as rounds log them, and the real server
+(`python -m service.serve` under gunicorn on 127.0.0.1), started and stopped."""
 from __future__ import annotations
 
 import os
@@ -15,9 +16,50 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+MODEL_NAME = "tiny-clf"
+
+
+def make_registry(folder: Path) -> str:
+    """A fresh sqlite tracking store with its artifacts under ``folder``; returns the tracking URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def register_tiny_model(tracking_uri: str, model_dir: Path, round_index: int, arrival: str,
+                        name: str = MODEL_NAME, alias: str | None = "champion", tags: dict | None = None) -> str:
+    """Log ``model_dir`` as a round does (pyfunc), tag the version, point ``alias`` at it."""
+    import mlflow  # imported here: mlflow's import takes seconds, and a benchmark that only starts a server needs none
+    from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # set + restore the global URI
+
+    from continual.registry.register import log_pooled_model
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    experiment_id = (experiment.experiment_id if experiment
+                     else client.create_experiment("serving-tests", artifact_location=artifacts.as_uri()))
+    with _use_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id):
+        info = log_pooled_model(model_dir, registered_model_name=name)
+    version = str(info.registered_model_version)
+    round_key = f"{round_index:04d}-{arrival}"
+    tags = {"round": str(round_index), "round_key": round_key, "arrival": arrival, "data_hash": f"hash-{round_key}",
+            **(tags or {})}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def move_alias(tracking_uri: str, version: str, name: str = MODEL_NAME, alias: str = "champion") -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, version)
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now: a server may take it, and a connection to it is refused at once."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

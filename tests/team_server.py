@@ -18,9 +18,7 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -28,13 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from helpers import BIN
+from serving import free_port
 
 
 def postgres_bin() -> Path | None:

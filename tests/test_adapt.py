@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from continual.model.encoder import load_classifier
 from continual.strategies.adapt import balanced_sample
-from test_strategies import build_stream, run_stream, tiny_params
+from helpers import build_stream, run_stream, tiny_params
 
 
 def encoder_weights(folder) -> dict:

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from continual.strategies.ridge import solve_head, with_bias
-from continual.model.ridge_lambda import GRID, choose_lambda, parse_lambda, scores
-from test_strategies import build_stream, run_stream, tiny_params
+from continual.model.ridge import GRID, choose_lambda, parse_lambda, scores, solve_head, with_bias
+from helpers import build_stream, run_stream, tiny_params
 
 
 def sums(x: torch.Tensor, targets: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:

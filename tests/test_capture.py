@@ -317,7 +317,7 @@ def as_ingest_reads(text: str) -> str:
 
 def test_export_round_trips_hostile_texts_through_ingest(tmp_path, capsys):
     from continual.cli import main
-    from continual.arrivals.ingest import read_split
+    from continual.arrivals.split import read_split
     from continual.workspace.layout import Workspace
 
     root = tmp_path / "ws"
@@ -372,8 +372,8 @@ def test_export_round_trips_hostile_texts_through_ingest(tmp_path, capsys):
                  "--max-confidence", "0.7"]) == 0
     with out.open(newline="", encoding="utf-8") as f:
         assert all(0.6 <= float(r["confidence"]) <= 0.7 for r in csv.DictReader(f))
-    assert main(["-C", str(root), "capture", "export", str(tmp_path / "x.jsonl")]) == 2
-    assert main(["-C", str(root), "capture", "export", str(out), "--dir", str(tmp_path / "none")]) == 2
+    assert main(["-C", str(root), "capture", "export", str(tmp_path / "x.jsonl")]) == 1
+    assert main(["-C", str(root), "capture", "export", str(out), "--dir", str(tmp_path / "none")]) == 1
 
 
 def test_export_neutralises_formulas_unless_asked_not_to(tmp_path, capsys):
@@ -410,7 +410,7 @@ def test_export_neutralises_formulas_unless_asked_not_to(tmp_path, capsys):
 
 
 def test_continual_serve_passes_the_capture_settings_from_params(tmp_path):
-    from continual.cli import monitoring_settings
+    from continual.cli.serving import monitoring_settings
     from continual.params import load_params
     from continual.workspace.layout import Workspace
 

@@ -13,19 +13,18 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import save_file
-from test_ingest import make_workspace, snapshot
+from helpers import BIN, make_workspace, run, snapshot
 
 from continual import cli
 
-from continual.arrivals import ingest
-from continual.arrivals.ingest import read_split
+from continual.arrivals import journal, verify
+from continual.arrivals.split import read_split
 from continual.registry.model_name import registered_model
 from continual.params import load_params
 from continual.strategies import RoundContext, make_strategy
 from continual.workspace.layout import Workspace
 
 HOSTILE = Path(__file__).resolve().parent / "fixtures" / "hostile"
-BIN = Path(sys.executable).parent
 
 
 def _load_make():
@@ -79,7 +78,7 @@ def test_a_hostile_file_is_refused_naming_file_and_line_and_changes_nothing(case
     path = fixture_path(case, tmp_path)
     before = snapshot(ws.root)  # every file, .git and .dvc included
     code, _, err = ingest_cli(capsys, ws, path, case["name"])
-    assert code == 2, err
+    assert code == 1, err
     assert err.startswith("continual ingest: error: ") and "Traceback" not in err
     assert str(path) in err and case["message"] in err, err
     if case["line"] is not None:
@@ -97,7 +96,7 @@ def test_a_hostile_file_that_is_accepted_is_stored_whole(case, accepting_workspa
     """Every accepted case in one stream (each text names its fixture, so none is a duplicate of another's).
     `dvc add` and `git add` are stubbed: they see only the normalised arrival folder, whatever the source
     held, and test_trains_two_further_rounds_after_a_hostile_arrival runs them for real."""
-    monkeypatch.setattr(ingest, "_run", lambda cmd, cwd: None)
+    monkeypatch.setattr(journal, "run_command", lambda cmd, cwd: None)
     ws = accepting_workspace
     code, out, err = ingest_cli(capsys, ws, fixture_path(case, tmp_path), case["name"])
     assert code == 0, err
@@ -114,15 +113,6 @@ def clean_arrival(path: Path, salt: str) -> Path:
                              for i in range(8)]
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def run(cwd: Path, *cmd, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CONTINUAL_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and done.returncode:
-        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
 
 
 def tiny_workspace(root: Path, model_dir: Path) -> Path:
@@ -188,15 +178,16 @@ def _ingest_killed_at(ws: Workspace, source: Path, name: str, step: str) -> subp
     right before `git add` ("before-git-add"): no undo runs, as after kill -9."""
     code = (
         "import os, signal, sys\n"
-        "from continual import cli, ingest\n"
-        "real = ingest._run\n"
+        "from continual import cli\n"
+        "from continual.arrivals import journal\n"
+        "real = journal.run_command\n"
         "def run(cmd, cwd):\n"
         f"    if {step!r} == 'before-git-add' and cmd[0] == 'git':\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    real(cmd, cwd)\n"
         f"    if {step!r} == 'after-dvc-add' and 'add' in cmd and cmd[0] != 'git':\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "ingest._run = run\n"
+        "journal.run_command = run\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -212,7 +203,7 @@ def test_an_ingest_killed_half_way_blocks_nothing_and_is_rolled_back(tmp_path, c
     assert ws.arrival_dir("0001-one").is_dir() and ws.stream() == []  # half registered
     assert (ws.root / ".continual" / "ingest-journal.json").exists()
 
-    ingest.verify_arrivals(ws)  # dvc repro's first stage is not blocked by it (it says so)
+    verify.verify_arrivals(ws)  # dvc repro's first stage is not blocked by it (it says so)
     assert "an ingest of 0001-one was killed half way" in capsys.readouterr().err  # its .dvc file exists: kept
     assert cli.main(["-C", str(ws.root), "status"]) == 0
     out = capsys.readouterr().out
@@ -225,7 +216,7 @@ def test_an_ingest_killed_half_way_blocks_nothing_and_is_rolled_back(tmp_path, c
 
     assert _ingest_killed_at(ws, source, "one", "after-dvc-add").returncode == -9
     ws.arrival_dvc_file("0001-one").unlink()  # as when the kill lands inside `dvc add`, before it wrote it
-    ingest.verify_arrivals(ws)  # then dvc repro's first stage rolls it back itself
+    verify.verify_arrivals(ws)  # then dvc repro's first stage rolls it back itself
     assert "continual verify: rolled back 0001-one" in capsys.readouterr().err
     assert not ws.arrival_dir("0001-one").exists() and not (ws.root / ".continual" / "ingest-journal.json").exists()
 
@@ -233,7 +224,7 @@ def test_an_ingest_killed_half_way_blocks_nothing_and_is_rolled_back(tmp_path, c
     code, out, err = ingest_cli(capsys, ws, source, "one")  # the user's retry: rolls back, then ingests
     assert code == 0 and "rolled back 0001-one" in err and ws.stream() == ["0001-one"]
     assert not (ws.root / ".continual" / "ingest-journal.json").exists()
-    ingest.verify_arrivals(ws)
+    verify.verify_arrivals(ws)
 
 
 def test_an_ingest_killed_after_registering_is_finished_not_undone(tmp_path, capsys):
@@ -256,7 +247,7 @@ def test_an_ingest_refused_by_dvc_because_of_crash_damage_says_how_to_repair(tmp
     (ws.root / "dvc.lock").write_text("")  # a `dvc repro` killed while rewriting it
     before = snapshot(ws.root, skip=(".dvc/tmp",))
     code, _, err = ingest_cli(capsys, ws, clean_arrival(tmp_path / "one.csv", "one"), "one")
-    assert code == 2 and "dvc.lock' validation failed" in err
+    assert code == 1 and "dvc.lock' validation failed" in err
     assert "dvc.lock is damaged (empty)" in err and "repair: run `continual repair`, then `dvc repro`" in err
     assert snapshot(ws.root, skip=(".dvc/tmp",)) == before  # rolled back, journal included
     assert cli.main(["-C", str(ws.root), "repair"]) == 0
@@ -276,7 +267,7 @@ def _fake_round(ws: Workspace, key: str, salt: str) -> None:
 
 
 def test_a_round_finished_before_dvc_recorded_it_is_restored_not_retrained(tmp_path):
-    from continual.workspace import layout
+    from continual.workspace import finished_round, hashes
     ws = Workspace.at(tmp_path)
     ws.stream_file.write_text(ws.stream_text(["0001-a"]))
     ws.arrival_dir("0001-a").mkdir(parents=True)
@@ -284,34 +275,34 @@ def test_a_round_finished_before_dvc_recorded_it_is_restored_not_retrained(tmp_p
     params = load_params()
     inputs = ws.round_inputs("0001-a", params)
     _fake_round(ws, "0001-a", "trained")
-    layout.keep_finished_round(ws, "0001-a", inputs)
+    finished_round.keep_finished_round(ws, "0001-a", inputs)
     kept = snapshot(ws.round_dir("0001-a"))
-    output_hash = layout.dir_hash(ws.round_dir("0001-a"))
+    output_hash = hashes.dir_hash(ws.round_dir("0001-a"))
 
     # dvc was killed before recording the round; the next `dvc repro` deletes the outputs and runs the stage:
     import shutil
 
     shutil.rmtree(ws.round_dir("0001-a"))
     ws.round_metrics_file("0001-a").unlink()
-    assert layout.restore_finished_round(ws, "0001-a", inputs)
+    assert finished_round.restore_finished_round(ws, "0001-a", inputs)
     assert snapshot(ws.round_dir("0001-a")) == kept and ws.round_metrics_file("0001-a").exists()
 
     # other inputs (an edited arrival, other params): trained
     shutil.rmtree(ws.round_dir("0001-a"))
     edited = {**inputs, "data_hash": "other.dir"}
-    assert not layout.restore_finished_round(ws, "0001-a", edited)
+    assert not finished_round.restore_finished_round(ws, "0001-a", edited)
     params["train"]["lr"] = 0.5
-    assert not layout.restore_finished_round(ws, "0001-a", ws.round_inputs("0001-a", params))
+    assert not finished_round.restore_finished_round(ws, "0001-a", ws.round_inputs("0001-a", params))
     # dvc recorded exactly this output and runs the stage anyway (`dvc repro -f`): trained
     (ws.root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"round@0001-a": {
         "cmd": "continual round 0001-a", "outs": [{"path": "rounds/0001-a", "md5": output_hash}]}}}))
-    assert not layout.restore_finished_round(ws, "0001-a", inputs)
+    assert not finished_round.restore_finished_round(ws, "0001-a", inputs)
     (ws.root / "dvc.lock").unlink()
-    assert layout.restore_finished_round(ws, "0001-a", inputs)
+    assert finished_round.restore_finished_round(ws, "0001-a", inputs)
 
 
 def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
-    from continual.workspace import layout
+    from continual.workspace import repair
     ws = Workspace.at(tmp_path)
     dead = ws.rounds_dir / ".0001-a.tmp-999999999"  # no such pid
     live = ws.rounds_dir / f".0001-a.tmp-{os.getpid()}"
@@ -325,9 +316,9 @@ def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
     killed = ws.rounds_dir / f".0001-a.tmp-{zombie.pid}"  # its killer's parent was killed too: nobody reaps it
     killed.mkdir()
     try:
-        assert sorted(layout.dead_round_temps(ws)) == sorted([dead, killed])
-        assert any("a round folder whose writer was killed" in line for line in layout.crash_damage(ws))
-        layout.repair(ws)
+        assert sorted(repair.dead_round_temps(ws)) == sorted([dead, killed])
+        assert any("a round folder whose writer was killed" in line for line in repair.crash_damage(ws))
+        repair.repair(ws)
         assert not dead.exists() and not killed.exists() and live.exists()
     finally:
         zombie.wait()
@@ -335,28 +326,28 @@ def test_a_round_folder_half_written_by_a_killed_round_is_cleaned(tmp_path):
 
 @pytest.mark.parametrize("damage", ["", "schema: '2.0'\nstages:\n  verify:\n    cm", "schema: '2.0'\nstages: {ver"])
 def test_a_dvc_lock_cut_short_by_a_kill_is_found_and_moved_aside(tmp_path, damage):
-    from continual.workspace import layout
+    from continual.workspace import repair
     ws = Workspace.at(tmp_path)
     (ws.root / "dvc.lock").write_text(damage)
     (ws.root / ".dvc" / "tmp").mkdir(parents=True)
     (ws.root / ".dvc" / "tmp" / "rwlock").write_text('{"read": {"a": [{"pid"')
-    found = layout.crash_damage(ws)
+    found = repair.crash_damage(ws)
     assert any(line.startswith("dvc.lock is damaged") for line in found)
     assert any(line.startswith(".dvc/tmp/rwlock is damaged") for line in found)
-    done = layout.repair(ws)
+    done = repair.repair(ws)
     assert not (ws.root / "dvc.lock").exists() and not (ws.root / ".dvc" / "tmp" / "rwlock").exists()
-    assert len(done) == 2 and layout.crash_damage(ws) == []
+    assert len(done) == 2 and repair.crash_damage(ws) == []
     # A killed `dvc repro` leaves its entries behind; a reused pid would then block the next command.
     (ws.root / ".dvc" / "tmp" / "rwlock").write_text(json.dumps({"read": {
         "params.yaml": [{"pid": 999999999, "cmd": "dvc repro"}], "rounds/0001-a": [{"pid": 1, "cmd": "dvc repro"}]},
         "write": {"rounds/0002-b": {"pid": 999999998, "cmd": "dvc repro"}}}))
-    assert any("holds 3 entries of dvc processes that were killed" in line for line in layout.crash_damage(ws))
-    assert any("dropped 3 entries" in line for line in layout.repair(ws))
+    assert any("holds 3 entries of dvc processes that were killed" in line for line in repair.crash_damage(ws))
+    assert any("dropped 3 entries" in line for line in repair.repair(ws))
     assert json.loads((ws.root / ".dvc" / "tmp" / "rwlock").read_text()) == {"read": {}, "write": {}}
     # Cut between two stages, the file is still one DVC reads (the missing stages rerun or come from the run
     # cache): not damage.
     (ws.root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  verify:\n    cmd: continual verify\n")
-    assert layout.crash_damage(ws) == []
+    assert repair.crash_damage(ws) == []
 
 
 def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_version(tmp_path, tiny_model_dir,
@@ -364,37 +355,40 @@ def test_a_track_stage_killed_half_way_leaves_no_running_run_and_no_ungated_vers
     import mlflow
     from round_folders import ROWS, write_stream
 
-    from continual.registry import promotion
-
-    from continual.registry import tracking
+    from continual.registry.connect import connect
+    from continual.registry.lineage import log_round
+    from continual.registry.register import log_pooled_model
+    from continual.registry.round_folder import RoundFolder, find_round_run, lineage
+    from continual.registry.tags import ABANDONED_TAG, KIND_TAG, LINEAGE_TAG
+    from continual.registry.track import track
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:2], ["tweets", "movies"])
     params = load_params(ws.params_file)
-    tracking.log_round(ws, "0001-tweets", params)
-    client, experiment_id = tracking.connect(ws, params)
+    log_round(ws, "0001-tweets", params)
+    client, experiment_id = connect(ws, params)
     name = registered_model(ws, params)
     # What a kill leaves in the middle of _log: round 2's run RUNNING, its model registered, no round hash.
-    folder = tracking.RoundFolder.read(ws, "0002-movies")
-    line = tracking.lineage(ws, folder.info)
+    folder = RoundFolder.read(ws, "0002-movies")
+    line = lineage(ws, folder.info)
     run_id = client.create_run(experiment_id, run_name="0002-movies", tags={
-        tracking.KIND_TAG: "round", tracking.LINEAGE_TAG: line, "continual.round_key": "0002-movies"}).info.run_id
+        KIND_TAG: "round", LINEAGE_TAG: line, "continual.round_key": "0002-movies"}).info.run_id
     with mlflow.start_run(run_id=run_id):
-        killed = tracking.log_pooled_model(folder.path / "model", registered_model_name=name)
+        killed = log_pooled_model(folder.path / "model", registered_model_name=name)
     client.update_run(run_id, status="RUNNING")  # as SIGKILL leaves it: the with-block never ended
     lineage_run = client.create_run(experiment_id, run_name="half-made lineage", tags={
-        tracking.KIND_TAG: "lineage", tracking.LINEAGE_TAG: line.replace(line.split(":")[1], "0" * 12)}).info.run_id
+        KIND_TAG: "lineage", LINEAGE_TAG: line.replace(line.split(":")[1], "0" * 12)}).info.run_id
 
-    promotion.track(ws, params)  # the next dvc repro's track stage
+    track(ws, params)  # the next dvc repro's track stage
 
     assert client.get_run(run_id).info.status == "FAILED"
-    assert "abandoned" in client.get_run(run_id).data.tags[tracking.ABANDONED_TAG]
+    assert "abandoned" in client.get_run(run_id).data.tags[ABANDONED_TAG]
     assert client.get_run(lineage_run).info.status == "FINISHED"
     orphan = client.get_model_version(name, killed.registered_model_version)
     assert orphan.tags["promotion.decision"] == "refused" and "abandoned" in orphan.tags["promotion.reasons"]
     versions = client.search_model_versions(f"name = '{name}'")
     assert all("promotion.decision" in v.tags for v in versions if str(v.version) != "1")  # v1: before any gate
     assert not client.search_runs([experiment_id], "attributes.status = 'RUNNING'")
-    logged = tracking.find_round_run(client, experiment_id, ws, folder)
+    logged = find_round_run(client, experiment_id, ws, folder)
     assert logged and logged != run_id  # logged again, once
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.run_id == logged
@@ -404,17 +398,16 @@ def test_an_arrival_ingested_during_repro_does_not_leave_the_trained_round_ungat
                                                                                   monkeypatch, capsys):
     from round_folders import ROWS, write_stream
 
-    from continual.registry import promotion
-
-    from continual.registry import tracking
+    from continual.registry.connect import connect
+    from continual.registry.track import track
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], ["tweets"])
     ws.stream_file.write_text(ws.stream_text(["0001-tweets", "0002-movies"]))  # ingested while the round trained
     params = load_params(ws.params_file)
-    decision = promotion.track(ws, params)
+    decision = track(ws, params)
     assert decision is not None and decision.accepted
     assert "round 0002-movies has not run yet; gating the newest round that has, 0001-tweets" in capsys.readouterr().out
-    client, _ = tracking.connect(ws, params)
+    client, _ = connect(ws, params)
     assert str(client.get_model_version_by_alias(registered_model(ws, params), "champion").version) == "1"
 
 
@@ -422,17 +415,17 @@ def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tm
                                                                              monkeypatch, capsys):
     from round_folders import ROWS, write_round, write_stream
 
-    from continual.registry import promotion
-
-    from continual.registry import tracking
+    from continual.registry.champion import history, rollback
+    from continual.registry.connect import connect
+    from continual.registry.track import track
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], ["tweets"])
     params = load_params(ws.params_file)
-    promotion.track(ws, params)  # v1 champion, its move recorded
+    track(ws, params)  # v1 champion, its move recorded
     ws.stream_file.write_text(ws.stream_text(["0001-tweets", "0002-movies"]))
     write_round(ws, ["0001-tweets", "0002-movies"], 1, ROWS, tiny_model_dir,
                 {k: params[k] for k in ("seed", "model", "train", "strategy")})
-    client, _ = tracking.connect(ws, params)
+    client, _ = connect(ws, params)
     name = registered_model(ws, params)
 
     def killed(*args, **kwargs):  # the kill lands right after the alias moved: no record, no decision
@@ -440,18 +433,18 @@ def test_a_gate_killed_after_moving_the_alias_records_the_move_when_it_reruns(tm
 
     monkeypatch.setattr(type(client), "set_registered_model_tag", killed)
     with pytest.raises(KeyboardInterrupt):
-        promotion.track(ws, params)
+        track(ws, params)
     monkeypatch.undo()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert client.get_model_version_by_alias(name, "champion").version == 2  # moved, unrecorded
-    assert promotion._history(client, name) == ["1"]
+    assert history(client, name) == ["1"]
 
     capsys.readouterr()
-    promotion.track(ws, params)  # the next dvc repro
+    track(ws, params)  # the next dvc repro
     assert "its move was not recorded (interrupted): recorded now" in capsys.readouterr().out
-    assert promotion._history(client, name) == ["1", "2"]
+    assert history(client, name) == ["1", "2"]
     assert client.get_model_version(name, "2").tags["promotion.decision"] == "accepted"
-    assert promotion.rollback(ws) == "1"
+    assert rollback(ws) == "1"
 
 
 def test_round_params_are_the_round_stages(tmp_path):

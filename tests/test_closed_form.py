@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from continual.model.encoder import new_classifier
 from continual.strategies import make_strategy
-from test_strategies import build_stream, run_stream, tiny_params
+from helpers import build_stream, run_stream, tiny_params
 
 
 def fitted(strategy_name: str, params: dict, model_dir, parts: list[tuple[torch.Tensor, torch.Tensor]], classes: int):

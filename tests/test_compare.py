@@ -2,7 +2,7 @@
 from mlflow import MlflowClient
 
 from continual.cli.compare import compare, format_table, summarise
-from test_strategies import build_stream, tiny_params
+from helpers import build_stream, tiny_params
 
 
 def test_compare_logs_one_lineage_per_strategy_and_seed_and_tabulates(tmp_path, tiny_model_dir, monkeypatch):

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from continual.arrivals.jsonl import read_jsonl
 from continual.rounds.round import run_round
-from test_strategies import build_stream, tiny_params
+from helpers import build_stream, tiny_params
 
 RTOL, ATOL = 1e-4, 1e-5
 NOISE_ATOL = 1e-4  # attention key biases: no gradient but rounding noise (see above)

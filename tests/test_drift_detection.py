@@ -15,7 +15,8 @@ def minilm_champion(tmp_path_factory):
     from continual.cli.demo import sample_domain
     from continual.model.evaluation import accuracy
     from continual.rounds.export import export_round_model
-    from continual.model.encoder import base_model_path, new_classifier
+    from continual.model.encoder import new_classifier
+    from continual.model.pretrained import base_model_path
     from continual.params import load_params
     from continual.rounds.reference import write_reference
     from continual.strategies.ridge import fit_ridge_head

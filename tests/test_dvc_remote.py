@@ -12,8 +12,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from continual.workspace.layout import DVC_REMOTE, Workspace, dir_hash
-from test_pipeline import BIN, GIT, rounds_run, run, write_arrival
+from continual.workspace.create import DVC_REMOTE
+from continual.workspace.hashes import dir_hash
+from continual.workspace.layout import Workspace
+from helpers import BIN, GIT, rounds_run, run, write_arrival
 
 pytestmark = pytest.mark.slow
 ARRIVALS = {"one": {"neg": "awful terrible", "pos": "lovely great"},

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_ingest import labelled, make_workspace, snapshot, write_csv
+from helpers import labelled, make_workspace, snapshot, write_csv
 
 from continual import cli
 from continual.workspace.layout import ARRIVAL_NAME, Workspace
@@ -58,7 +58,7 @@ def test_cli_ingest_refuses_a_bad_name_and_changes_nothing(capsys, tmp_path, nam
     source = write_csv(tmp_path / "in.csv", labelled(5))
     before = snapshot(ws.root)
     code, err = run_cli(capsys, "-C", str(ws.root), "ingest", str(source), "--name", name)
-    assert code == 2
+    assert code == 1
     assert_one_line(err, "ingest")
     assert "is not allowed: use 1-63 lowercase ASCII letters" in err
     assert snapshot(ws.root) == before
@@ -68,7 +68,7 @@ def test_cli_ingest_refuses_a_bad_name_and_changes_nothing(capsys, tmp_path, nam
 def test_round_refuses_an_unregistered_key_and_lists_the_keys(capsys, tmp_path):
     ws = registered_workspace(tmp_path / "ws")
     code, err = run_cli(capsys, "-C", str(ws.root), "round", "BAD")
-    assert code == 2
+    assert code == 1
     assert_one_line(err, "round")
     assert "'BAD' is not a round key registered in stream.yaml" in err
     assert "0001-tweets, 0002-movies" in err and "is not in list" not in err
@@ -79,7 +79,7 @@ def test_promote_takes_only_a_registered_key(capsys, tmp_path, key):
     ws = registered_workspace(tmp_path / "ws")
     before = snapshot(tmp_path)
     code, err = run_cli(capsys, "-C", str(ws.root), "promote", key)
-    assert code == 2
+    assert code == 1
     assert_one_line(err, "promote")
     assert "not a round key registered in stream.yaml" in err
     assert snapshot(tmp_path) == before  # not even an MLflow store was created
@@ -93,7 +93,7 @@ def test_merge_takes_only_a_registered_key(capsys, tmp_path, key):
     (outside / "classifier.json").write_text("{}")
     before = snapshot(tmp_path)
     code, err = run_cli(capsys, "-C", str(ws.root), "merge", key, str(tmp_path / "out"))
-    assert code == 2
+    assert code == 1
     assert_one_line(err, "merge")
     assert f"{key!r} is not a round key registered in stream.yaml" in err
     assert snapshot(tmp_path) == before
@@ -114,7 +114,7 @@ def test_workspace_key_checks_raise_lookup_error(tmp_path):
 def test_ingest_from_a_subfolder_registers_in_the_workspace(capsys, monkeypatch, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     (ws.root / "data").mkdir()
-    source = write_csv(tmp_path / "in" / "tweets.csv", labelled(5))
+    write_csv(tmp_path / "in" / "tweets.csv", labelled(5))
     monkeypatch.chdir(ws.root / "data")
     assert cli.main(["ingest", "../../in/tweets.csv", "--name", "tweets"]) == 0  # relative to data/
     assert "Registered 0001-tweets" in capsys.readouterr().out
@@ -171,15 +171,15 @@ def _mlflow_error() -> Exception:
     (subprocess.CalledProcessError(1, ["dvc", "init"]), "returned non-zero exit status 1"),
     (_mlflow_error, "registered model 'x' not found"),
 ])
-def test_user_errors_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path, error, shown):
+def test_user_errors_are_one_line_and_exit_1(capsys, monkeypatch, tmp_path, error, shown):
     error = error() if callable(error) and not isinstance(error, BaseException) else error
 
     def fails(args):
         raise error
 
-    monkeypatch.setattr(cli, "cmd_verify", fails)
+    monkeypatch.setattr(cli.data, "cmd_verify", fails)
     code, err = run_cli(capsys, "-C", str(tmp_path), "verify")
-    assert code == 2
+    assert code == 1
     assert_one_line(err, "verify")
     assert shown in err
 
@@ -188,7 +188,7 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     def fails(args):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_verify", fails)
+    monkeypatch.setattr(cli.data, "cmd_verify", fails)
     with pytest.raises(TypeError):
         cli.main(["-C", str(tmp_path), "verify"])
 
@@ -258,7 +258,7 @@ def test_multiproc_dir_pointed_at_a_workspace_is_refused_and_untouched(monkeypat
     with pytest.raises(ValueError, match="point it at an empty folder of its own"):
         serve.main(["--model-uri", "some/folder"])
     code, err = run_cli(capsys, "-C", str(tmp_path), "serve", "--model-uri", "some/folder")
-    assert code == 2 and "continual serve: error: PROMETHEUS_MULTIPROC_DIR=" in err
+    assert code == 1 and "continual serve: error: PROMETHEUS_MULTIPROC_DIR=" in err
     assert FakeGunicorn.started == []
     assert snapshot(folder) == before
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import subprocess
 
-from continual.workspace.layout import ID_FILE, Workspace, create_workspace
-
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+from continual.workspace.create import create_workspace
+from continual.workspace.layout import ID_FILE, Workspace
+from helpers import GIT
 
 
 def git(cwd, *args: str) -> str:

@@ -1,7 +1,6 @@
 """continual.arrivals.ingest on real workspaces (git + DVC in tmp_path)."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -15,25 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import continual
-from continual.arrivals import ingest
-from continual.arrivals.ingest import ArrivalError, ingest_file, read_split, verify_arrivals
+from continual.arrivals import journal
+from continual.arrivals.ingest import ingest_file
+from continual.arrivals.parse import ArrivalError
+from continual.arrivals.split import read_split
+from continual.arrivals.verify import verify_arrivals
 from continual.params import load_params
 from continual.workspace.layout import Workspace
-
-DVC = str(Path(sys.executable).parent / "dvc")
-
-
-def make_workspace(root: Path) -> Workspace:
-    root.mkdir(parents=True)
-    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "config", "core.analytics", "false"]):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
-    template = Path(continual.__file__).parent / "template"
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(template / name, root / name)
-    ws = Workspace.at(root)
-    ws.stream_file.write_text(ws.stream_text([]))
-    return ws
+from helpers import labelled, make_workspace, snapshot, write_csv
 
 
 @pytest.fixture
@@ -44,29 +32,6 @@ def ws(tmp_path: Path) -> Workspace:
 @pytest.fixture
 def params(ws: Workspace) -> dict:
     return load_params(ws.params_file)
-
-
-def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """Every folder and file under root (path -> sha256 of its bytes), .git and .dvc included."""
-    out = {}
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).as_posix()
-        if not rel.startswith(skip):
-            out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def labelled(per_label: int = 10, labels: tuple[str, ...] = ("neg", "pos"), prefix: str = "review") -> list[tuple]:
-    return [(f"{prefix} {label} number {i}", label) for label in labels for i in range(per_label)]
-
-
-def write_csv(path: Path, rows: list[tuple], header: tuple[str, ...] = ("text", "label")) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def staged(ws: Workspace) -> set[str]:
@@ -388,7 +353,7 @@ def test_the_label_length_limit_is_a_param(ws, params, tmp_path):
 
 
 def test_failing_dvc_add_is_rolled_back(ws, params, tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "_dvc_executable", lambda: "false")
+    monkeypatch.setattr(journal, "dvc_executable", lambda: "false")
     before = snapshot(ws.root)
     with pytest.raises(RuntimeError, match="failed"):
         ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
@@ -397,14 +362,14 @@ def test_failing_dvc_add_is_rolled_back(ws, params, tmp_path, monkeypatch):
 
 def test_failing_git_add_rolls_back_dvc_add_and_stream(ws, params, tmp_path, monkeypatch):
     ingest_file(ws, write_csv(tmp_path / "1.csv", labelled(5)), "tweets", params)
-    run = ingest._run
+    run = journal.run_command
 
     def git_fails(cmd, cwd):
         if cmd[0] == "git":
             raise RuntimeError("git add failed")
         run(cmd, cwd)
 
-    monkeypatch.setattr(ingest, "_run", git_fails)
+    monkeypatch.setattr(journal, "run_command", git_fails)
     before = snapshot(ws.root, skip=(".dvc/tmp",))  # DVC's own lock files are not ours to restore
     with pytest.raises(RuntimeError, match="git add failed"):
         ingest_file(ws, write_csv(tmp_path / "2.csv", labelled(5, prefix="other")), "movies", params)

@@ -8,10 +8,12 @@ import stat
 
 import pytest
 
-from continual.arrivals.ingest import ingest_file, read_split
-from continual.arrivals.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_atomic, write_jsonl
+from continual.arrivals.ingest import ingest_file
+from continual.arrivals.jsonl import JsonlError, encode_jsonl, parse_lines, read_jsonl, write_jsonl
+from continual.arrivals.split import read_split
+from continual.workspace.files import write_atomic
 from continual.params import load_params
-from test_ingest import make_workspace
+from helpers import make_workspace
 
 # Every character str.splitlines() breaks at besides "\n" and "\r", other control characters (no NUL: ingest
 # refuses binary files), an emoji with a skin tone, a ZWJ sequence, right-to-left text and combining marks.

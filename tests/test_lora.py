@@ -9,7 +9,7 @@ from continual.model import adapters
 from continual.model.encoder import load_classifier
 from continual.rounds.round import run_round
 from continual.strategies.olora import OrthogonalLoss
-from test_strategies import build_stream, run_stream, tiny_params
+from helpers import build_stream, run_stream, tiny_params
 
 TEXTS = ["apple banana pear 3", "dog cat horse 12", "red blue green 0", "car truck bus 7", "x", "🙂 \u2028 mixed",
          "next\u0085line", "nul\x00byte", "שלום apple", "word " * 4000]  # hostile: NEL, NUL, RTL, 20,000 chars
@@ -36,7 +36,7 @@ def adapter_state(model) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def lora_stream(tmp_path_factory, tiny_model_dir):
     """Two class-incremental arrivals under replay+ewc with LoRA; records the adapter each round starts from."""
-    import continual.rounds.round as round_module
+    import continual.strategies.finetune as round_module
 
     ws = build_stream(tmp_path_factory.mktemp("lora"), [["a", "b"], ["c", "d"]])
     params = lora_params(tiny_model_dir)
@@ -114,7 +114,7 @@ def test_ewc_importance_covers_only_the_trainable_parameters(lora_stream):
 
 def test_an_unknown_target_module_is_refused_before_training_with_the_valid_names(tmp_path, tiny_model_dir,
                                                                                    monkeypatch):
-    import continual.rounds.round as round_module
+    import continual.strategies.finetune as round_module
 
     ws = build_stream(tmp_path / "ws", [["a", "b"]])
     monkeypatch.setattr(round_module, "train_one_experience", lambda *a, **k: pytest.fail("training started"))
@@ -182,7 +182,7 @@ def test_dvc_repro_with_lora_over_two_arrivals_stores_adapters_and_serves_the_me
 
     from service import create_app
     from service.app import shutdown
-    from test_pipeline import BIN, registry, rounds_run, run, write_arrival
+    from helpers import BIN, registry, rounds_run, run, write_arrival
 
     root = tmp_path / "stream"
     run(tmp_path, BIN / "continual", "init", str(root))

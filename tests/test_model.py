@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from continual.model.encoder import (LegacyModelFolder, base_model_path, embed_rows, grow_head, load_classifier,
-                             new_classifier, set_prototype_rows)
-from service.pooled import CLASSIFIER_FILE, sentence_transformers_pooling
+from continual.model.encoder import embed_rows, grow_head, load_classifier, new_classifier, set_prototype_rows
+from continual.model.pretrained import base_model_path
+from service.pooled import CLASSIFIER_FILE, LegacyModelFolder, sentence_transformers_pooling
 
 
 def test_minilm_pooling_is_read_from_its_sentence_transformers_config():
@@ -106,7 +106,7 @@ def test_a_round_continuing_from_a_pre_pooling_round_folder_says_rerun_from_roun
     from transformers import BertConfig, BertForSequenceClassification
 
     from continual.rounds.round import run_round
-    from test_strategies import build_stream, tiny_params
+    from helpers import build_stream, tiny_params
 
     ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=6, n_test=2)
     first, second = ws.stream()
@@ -138,7 +138,7 @@ def test_max_length_over_the_encoders_limit_is_refused_naming_param_value_and_li
     ({"model_type": "t5"}, None),
 ])
 def test_the_encoders_limit_is_read_from_its_config(tmp_path, config, limit):
-    from continual.model.encoder import encoder_limit
+    from continual.model.pretrained import encoder_limit
 
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert encoder_limit(tmp_path) == limit
@@ -149,8 +149,7 @@ def test_a_round_with_max_length_over_the_limit_is_refused_before_training(tiny_
 
     from continual import cli
     from continual.rounds.round import run_round
-    from test_ingest import snapshot
-    from test_strategies import build_stream, tiny_params
+    from helpers import build_stream, snapshot, tiny_params
 
     ws = build_stream(tmp_path / "ws", [["a", "b"], ["c", "d"]], n_train=6, n_test=2)
     first, second = ws.stream()
@@ -165,7 +164,7 @@ def test_a_round_with_max_length_over_the_limit_is_refused_before_training(tiny_
     ws.params_file.write_text(yaml.safe_dump({"model": {"base": str(tiny_model_dir), "max_length": 1000}}))
     before = snapshot(ws.root)
     capsys.readouterr()
-    assert cli.main(["-C", str(ws.root), "round", second]) == 2
+    assert cli.main(["-C", str(ws.root), "round", second]) == 1
     err = capsys.readouterr().err
     assert err.startswith("continual round: error: params: model.max_length is 1000, over the encoder's limit of "
                           "512 tokens") and err.count("\n") == 1 and "Traceback" not in err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import TINY_ROWS
+from helpers import TINY_ROWS
 from serving import gunicorn_server
 from service.monitoring.reference import Reference
 from service.monitoring.scores import domain_auc, length_psi, psi
@@ -119,7 +119,7 @@ def test_continual_drift_scores_a_file_and_writes_a_report(monitored_model_dir, 
     import json
 
     from continual.cli import main
-    from continual.workspace.layout import create_workspace
+    from continual.workspace.create import create_workspace
 
     ws = create_workspace(tmp_path / "ws")
     texts = tmp_path / "capture.jsonl"

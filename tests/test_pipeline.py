@@ -1,10 +1,6 @@
 """`dvc repro` in a real workspace: exactly the rounds that are out of date train, and nothing else; the
 track stage logs them to MLflow (the workspace's SQLite store) and gates the newest."""
 import json
-import os
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,28 +8,8 @@ import pytest
 import yaml
 
 from continual.params import load_params
-
-BIN = Path(sys.executable).parent
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-
-
-def run(cwd, *cmd, check=True, **env_vars):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CONTINUAL_THREADS": "1", **env_vars}
-    env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in env_vars else None
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def rounds_run(result) -> list[str]:
-    return re.findall(r"Running stage 'round@([^']+)'", result.stdout + result.stderr)
-
-
-def registry(workspace: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+from helpers import BIN, GIT, registry, rounds_run, run, write_arrival
+from serving import free_port
 
 
 def round_runs(workspace: Path) -> dict[str, list]:
@@ -52,12 +28,6 @@ def champion(workspace: Path) -> str:
 
     name = registered_model(Workspace.at(workspace), load_params(workspace / "params.yaml"))  # continual-<id>
     return str(registry(workspace).get_model_version_by_alias(name, "champion").version)
-
-
-def write_arrival(path: Path, labels: dict[str, str], n: int, salt: str) -> Path:
-    lines = ["text,label"] + [f"{words} {salt} number {i},{label}" for label, words in labels.items() for i in range(n)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -137,18 +107,10 @@ def test_a_file_copied_in_without_ingest_fails_repro_at_once(workspace):
         stray.unlink()
 
 
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_dead_tracking_server_costs_a_retry_of_the_logging_never_a_retrain(workspace, tmp_path):
     third = write_arrival(tmp_path / "three.csv", {"neg": "bad poor", "pos": "good nice"}, 20, "three")
     run(workspace, BIN / "continual", "ingest", str(third), "--name", "three")
-    dead = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+    dead = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
 
     result = run(workspace, BIN / "dvc", "repro", check=False, **dead)
     assert result.returncode != 0 and rounds_run(result) == ["0003-three"]  # the round trained and was kept

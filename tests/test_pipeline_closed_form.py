@@ -5,7 +5,7 @@ import json
 import yaml
 from safetensors.torch import load_file
 
-from test_pipeline import BIN, rounds_run, run, write_arrival
+from helpers import BIN, rounds_run, run, write_arrival
 
 
 def test_ridge_stream_under_dvc_repro_continues_the_previous_rounds_sums(tmp_path, tiny_model_dir):

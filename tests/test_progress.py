@@ -10,14 +10,15 @@ from continual.params import load_params
 
 
 @pytest.fixture
-def interval(monkeypatch):
+def interval():
     """Set progress.interval_s for one test (restored after it)."""
-    monkeypatch.setattr(progress, "_interval_s", progress._interval_s)
+    before = progress.interval_s()
 
     def set_to(seconds: float) -> None:
         progress.configure({"progress": {"interval_s": seconds}})
 
-    return set_to
+    yield set_to
+    progress.configure({"progress": {"interval_s": before}})
 
 
 def test_the_interval_comes_from_params_and_is_checked(interval):

@@ -13,8 +13,9 @@ import pytest
 
 from continual.rounds.export import export_round_model
 from service.backends import BackendChoice, choose, int8_verdict, onnx_file, read_quantization_report
-from service.model_source import INT8_GATE_TAG, ModelCard
-from test_served_equality import TEXTS as HOSTILE_TEXTS
+from service.model_source import ModelCard
+from service.registry_tags import INT8_GATE_TAG
+from helpers import HOSTILE_TEXTS
 
 REPO = Path(__file__).resolve().parents[1]
 def card(int8_gate: str | None = None) -> ModelCard:
@@ -58,7 +59,8 @@ def test_minilm_onnx_and_int8_agree_with_torch(tmp_path):
     has many. The gate judges what matters, the accuracy int8 loses per arrival. Counted over 300 texts, not 50, so that the rate is what is
     tested, not the luck of one small sample."""
     from continual.model.evaluation import predict_proba
-    from continual.model.encoder import base_model_path, new_classifier
+    from continual.model.encoder import new_classifier
+    from continual.model.pretrained import base_model_path
     from continual.params import load_params
     from continual.strategies.ridge import fit_ridge_head
     from service.backends.onnxrt import OnnxClassifier
@@ -141,7 +143,7 @@ def test_the_onnx_path_never_imports_torch_or_transformers(onnx_model_dir):
 def test_a_corrupt_onnx_file_in_the_registry_keeps_the_old_model_serving(onnx_model_dir, tmp_path, caplog):
     from service import create_app
     from service.app import shutdown
-    from test_service_registry import make_registry, move_alias, register_tiny_model
+    from serving import make_registry, move_alias, register_tiny_model
 
     uri = make_registry(tmp_path / "registry")
     passed = {INT8_GATE_TAG: "passed: test fixture"}
@@ -176,7 +178,7 @@ def test_the_gate_records_a_failed_int8_check_and_the_server_falls_back_to_fp32(
 
     from service import create_app
     from service.app import shutdown
-    from test_pipeline import BIN, registry, run, write_arrival
+    from helpers import BIN, registry, run, write_arrival
 
     root = tmp_path / "stream"
     run(tmp_path, BIN / "continual", "init", str(root))

@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from serving import free_port, stop_server
-from service.model_source import INT8_GATE_TAG
-from test_service_registry import MODEL_NAME, make_registry, register_tiny_model
+from serving import MODEL_NAME, free_port, make_registry, register_tiny_model, stop_server
+from service.registry_tags import INT8_GATE_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -199,7 +198,7 @@ def test_the_server_starts_from_compiled_bytecode(image):
 def test_the_torch_backend_says_what_is_missing(image):
     """Chosen without torch installed, the torch backend fails its load with what to do, not a bare import error."""
     tried = run_in(image, "from pathlib import Path\n"
-                          "from service.backends import BackendChoice, BackendUnavailable, load\n"
+                          "from service.backends import BackendChoice, BackendUnavailable\nfrom service.backends.loading import load\n"
                           "try:\n"
                           "    load(BackendChoice('torch', 'configured'), Path('.'), Path('.'), None, 64, 1)\n"
                           "except BackendUnavailable as error:\n"

@@ -13,15 +13,8 @@ from continual.params import load_params
 from continual.rounds.round import run_round
 from service import create_app
 from service.app import shutdown
-from test_service_registry import make_registry, register_tiny_model
-from test_strategies import build_stream
-
-TEXTS = [
-    "a quiet morning", "apple banana pear 3", "car truck bus", "dog cat horse", "", " ",
-    "tab\there", "next line\u0085inside", "line\u2028separator", "para\u2029graph", "form\x0cfeed", "\x1c\x1d\x1e",
-    "emoji 😀🎉 party", "עברית מימין לשמאל", "العربية", "zero\u200bwidth", "\ufeffbom first", "mixed 日本語 text",
-    "long " * 400, "x" * 20000,
-] + [f"sentence number {i} about {'apples' if i % 2 else 'cars'}" for i in range(30)]
+from helpers import HOSTILE_TEXTS as TEXTS, build_stream
+from serving import make_registry, register_tiny_model
 
 
 def test_evaluation_server_and_pyfunc_agree_to_1e_5(tmp_path, tiny_model_dir):

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import export_tiny
-from serving import gunicorn_server
-from service.model_source import INT8_GATE_TAG
-from test_service_registry import MODEL_NAME, make_registry, move_alias, register_tiny_model
+from helpers import export_tiny
+from serving import MODEL_NAME, gunicorn_server, make_registry, move_alias, register_tiny_model
+from service.registry_tags import INT8_GATE_TAG
 
 pytestmark = pytest.mark.slow
 

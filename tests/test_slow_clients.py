@@ -248,7 +248,7 @@ def test_scan_request_finds_where_a_request_ends():
 
 
 def test_continual_serve_passes_the_serving_timeouts_from_params(tmp_path):
-    from continual.cli import monitoring_settings
+    from continual.cli.serving import monitoring_settings
     from continual.params import load_params
     from continual.workspace.layout import Workspace
 

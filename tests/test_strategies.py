@@ -5,39 +5,8 @@ import pytest
 import torch
 
 from continual.arrivals.jsonl import read_jsonl
-from continual.params import load_params
-from continual.rounds.round import run_round
 from continual.strategies import RoundContext, make_strategy
-from continual.workspace.layout import Workspace
-
-WORDS = {"a": "apple banana pear", "b": "car truck bus", "c": "red blue green", "d": "dog cat horse"}
-
-
-def build_stream(root, arrivals: list[list[str]], n_train=40, n_test=10) -> Workspace:
-    """Arrival folders written straight in the ingested layout (ingest itself is tested elsewhere)."""
-    ws = Workspace.at(root)
-    keys = [f"{i + 1:04d}-part{i + 1}" for i in range(len(arrivals))]
-    for key, labels in zip(keys, arrivals):
-        ws.arrival_dir(key).mkdir(parents=True)
-        for split, n in (("train", n_train), ("test", n_test)):
-            rows = [{"id": f"{key}-{split}-{label}-{i}", "text": f"{WORDS[label]} {i}", "label": label}
-                    for label in labels for i in range(n)]
-            (ws.arrival_dir(key) / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ws.stream_file.write_text(ws.stream_text(keys))
-    return ws
-
-
-def tiny_params(model_dir, strategy: str, **train) -> dict:
-    params = load_params()
-    params["model"]["base"] = str(model_dir)
-    params["strategy"]["name"] = strategy
-    params["strategy"]["replay"]["mem_size"] = 20
-    params["train"].update({"epochs": 15, "lr": 3e-3, "head_lr": 3e-2, "batch_size": 32, **train})
-    return params
-
-
-def run_stream(ws: Workspace, params: dict) -> list[dict]:
-    return [run_round(ws, key, params) for key in ws.stream()]
+from helpers import WORDS, build_stream, run_stream, tiny_params
 
 
 @pytest.fixture(scope="module")

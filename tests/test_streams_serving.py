@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from serving import gunicorn_server
+from serving import gunicorn_server, make_registry, move_alias, register_tiny_model
 from service import create_app
 from service.app import shutdown
 from service.config import load_config
-from service.model_source import INT8_GATE_TAG
-from test_service_registry import make_registry, move_alias, register_tiny_model
+from service.registry_tags import INT8_GATE_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 STREAMS = ("alpha", "beta", "gamma")

@@ -18,8 +18,8 @@ from continual.registry.model_name import registered_model
 from continual.params import load_params
 from continual.workspace.layout import Workspace
 from team_server import mlflow_server, postgres
-from test_pipeline import BIN, GIT, rounds_run, run, write_arrival
-from test_tracking import closed_port
+from helpers import BIN, GIT, rounds_run, run, write_arrival
+from serving import free_port
 
 pytestmark = pytest.mark.slow
 LABELS = {"one": {"neg": "awful terrible", "pos": "lovely great"},
@@ -126,9 +126,9 @@ def test_two_streams_at_once_on_one_server_land_every_run_version_and_alias(stre
 
 def test_init_refuses_a_tracking_server_that_does_not_answer(tmp_path):
     # MLFLOW_TRACKING_URI here; --tracking-uri against the stopped team server in the outage test below.
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     result = run(tmp_path, BIN / "continual", "init", str(tmp_path / "ws"), check=False, MLFLOW_TRACKING_URI=dead)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"the MLflow tracking server {dead} did not answer" in result.stderr
     assert "nothing was created" in result.stderr and not (tmp_path / "ws").exists()
 
@@ -158,7 +158,7 @@ def test_a_server_outage_during_a_round_keeps_the_round_and_fails_only_the_loggi
     assert f"MLflow at {server.uri} did not answer" in down.stderr and "only the track stage reruns" in down.stderr
     assert "round@0001-one" in yaml.safe_load((copycat["ws"].root / "dvc.lock").read_text())["stages"]
     init = copycat["late_init"]
-    assert init.returncode == 2 and f"the MLflow tracking server {server.uri} did not answer" in init.stderr
+    assert init.returncode == 1 and f"the MLflow tracking server {server.uri} did not answer" in init.stderr
     assert not (copycat["ws"].root.parent / "late").exists()
 
 
@@ -190,7 +190,8 @@ def test_a_stream_that_raced_another_to_its_first_version_refuses_its_own(stream
                                                                           monkeypatch):
     from round_folders import write_stream
 
-    from continual.registry import tracking
+    from continual.registry import register
+    from continual.registry.lineage import log_round
     from continual.registry.model_name import NameTaken
 
     owner = streams[1]
@@ -200,16 +201,16 @@ def test_a_stream_that_raced_another_to_its_first_version_refuses_its_own(stream
     params["tracking"]["registered_model"] = taken
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     checks = []
-    real_check = tracking.refuse_if_owned_elsewhere
+    real_check = register.refuse_if_owned_elsewhere
 
     def raced(*args):  # the owner's first version lands between the racer's check and its registration
         checks.append(args)
         if len(checks) > 1:
             real_check(*args)
 
-    monkeypatch.setattr(tracking, "refuse_if_owned_elsewhere", raced)
+    monkeypatch.setattr(register, "refuse_if_owned_elsewhere", raced)
     with pytest.raises(NameTaken, match=f"workspace {owner.identity[:12]}"):
-        tracking.log_round(racer, "0001-tweets", params)
+        log_round(racer, "0001-tweets", params)
     client = MlflowClient(server.uri)
     newest = max(client.search_model_versions(f"name = '{taken}'"), key=lambda v: int(v.version))
     assert newest.tags["workspace"] == racer.identity[:12] and newest.tags["promotion.decision"] == "refused"
@@ -219,7 +220,7 @@ def test_a_stream_that_raced_another_to_its_first_version_refuses_its_own(stream
 
 
 def test_two_first_track_stages_creating_the_experiment_at_once_both_go_on(streams, server, tmp_path, monkeypatch):
-    from continual.registry import tracking
+    from continual.registry.connect import connect
     from continual.registry.race_safe_client import RaceSafeClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
@@ -233,4 +234,4 @@ def test_two_first_track_stages_creating_the_experiment_at_once_both_go_on(strea
 
     monkeypatch.setattr(RaceSafeClient, "get_experiment_by_name", not_yet)
     ws = Workspace.at(tmp_path)
-    assert tracking.connect(ws, load_params())[1] == experiment.experiment_id  # its create failed: it reads it
+    assert connect(ws, load_params())[1] == experiment.experiment_id  # its create failed: it reads it

@@ -9,15 +9,19 @@ import sys
 
 import pytest
 
-from continual.registry import tracking
-from continual.registry.model_name import registered_model
 from continual.params import load_params
+from continual.registry.connect import FAIL_FAST, Tracking, TrackingUnavailable, connect
+from continual.registry.lineage import log_round, reconcile
+from continual.registry.model_name import registered_model
+from continual.registry.round_folder import RoundFolder
+from continual.registry.tags import KIND_TAG, ROUND_HASH_TAG
 from continual.workspace.layout import Workspace
 from round_folders import NAMES, ROWS, write_stream
+from serving import free_port
 
 
 def round_runs(client, experiment_id: str) -> list:
-    return client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'round'")
+    return client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = 'round'")
 
 
 @pytest.fixture(autouse=True)
@@ -33,13 +37,13 @@ def logged(tmp_path_factory, tiny_model_dir):
         ws = write_stream(tmp_path_factory.mktemp("ws"), tiny_model_dir, ROWS, NAMES)
         params = load_params(ws.params_file)
         for key in ws.stream():
-            tracking.log_round(ws, key, params)
-        client, experiment_id = tracking.connect(ws, params)
+            log_round(ws, key, params)
+        client, experiment_id = connect(ws, params)
         yield ws, params, client, experiment_id
 
 
 def lineage_run(client, experiment_id: str):
-    (run,) = client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'lineage'")
+    (run,) = client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = 'lineage'")
     return run
 
 
@@ -75,7 +79,7 @@ def test_round_runs_are_nested_and_hold_tags_params_metrics_artifacts(logged):
     assert tags["continual.parent_round"] == "0001-tweets"
     assert tags["continual.strategy"] == "replay+ewc"
     assert tags["continual.round_index"] == "2"
-    assert tags[tracking.ROUND_HASH_TAG] == tracking.RoundFolder.read(ws, "0002-movies").round_hash
+    assert tags[ROUND_HASH_TAG] == RoundFolder.read(ws, "0002-movies").round_hash
     assert run.data.params["train.lr"] == str(params["train"]["lr"])  # round.json's params, flattened
     assert run.data.params["strategy.ewc.lambda"] == str(params["strategy"]["ewc"]["lambda"])
     assert run.data.params["strategy.replay.policy"] == "class_balanced"
@@ -120,7 +124,7 @@ def test_the_version_is_a_model_from_code_with_inputs_and_outputs(logged):
 def test_logging_a_round_twice_logs_it_once(logged):
     ws, params, client, experiment_id = logged
     first = {run.info.run_name: run.info.run_id for run in round_runs(client, experiment_id)}
-    assert tracking.log_round(ws, "0002-movies", params) == first["0002-movies"]
+    assert log_round(ws, "0002-movies", params) == first["0002-movies"]
     assert len(round_runs(client, experiment_id)) == 3
     assert len(client.search_model_versions(f"name = '{registered_model(ws, params)}'")) == 3
 
@@ -128,18 +132,18 @@ def test_logging_a_round_twice_logs_it_once(logged):
 def test_reconcile_logs_a_round_the_run_cache_skipped_and_never_duplicates(tmp_path, tiny_model_dir):
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS, NAMES)
     params = load_params(ws.params_file)
-    tracking.log_round(ws, "0001-tweets", params)
-    tracking.log_round(ws, "0003-amazon", params)  # round 2 restored from DVC's run cache: never logged
+    log_round(ws, "0001-tweets", params)
+    log_round(ws, "0003-amazon", params)  # round 2 restored from DVC's run cache: never logged
 
-    added = tracking.reconcile(ws, params)
+    added = reconcile(Tracking(ws, params))
     assert list(added) == ["0002-movies"]
-    assert tracking.reconcile(ws, params) == {}
+    assert reconcile(Tracking(ws, params)) == {}
 
-    client, experiment_id = tracking.connect(ws, params)
+    client, experiment_id = connect(ws, params)
     runs = round_runs(client, experiment_id)
     assert client.get_run(added["0002-movies"]).info.run_name == "0002-movies"
-    hashes = sorted(run.data.tags[tracking.ROUND_HASH_TAG] for run in runs)
-    assert hashes == sorted(tracking.RoundFolder.read(ws, key).round_hash for key in ws.stream())
+    hashes = sorted(run.data.tags[ROUND_HASH_TAG] for run in runs)
+    assert hashes == sorted(RoundFolder.read(ws, key).round_hash for key in ws.stream())
     parent = lineage_run(client, experiment_id).info.run_id
     assert sorted(m.step for m in client.get_metric_history(parent, "avg_acc")) == [1, 2, 3]
 
@@ -155,40 +159,31 @@ def test_two_strategies_are_two_lineages_in_one_experiment(tmp_path, tiny_model_
     subprocess.run(git + ["commit", "-qm", "stream"], cwd=ws.root, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws.root, capture_output=True, text=True).stdout.strip()
     params = load_params(ws.params_file)
-    replay_ewc = tracking.log_round(ws, "0001-tweets", params)
+    replay_ewc = log_round(ws, "0001-tweets", params)
     write_stream(ws.root, tiny_model_dir, ROWS[:1], NAMES, strategy="naive")  # the same round, another strategy
-    naive = tracking.log_round(ws, "0001-tweets", params)
+    naive = log_round(ws, "0001-tweets", params)
 
     assert naive != replay_ewc
     assert not (ws.root / "mlflow.db").exists() and (tmp_path / "server.db").exists()
-    client, experiment_id = tracking.connect(ws, params)
-    parents = client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'lineage'")
+    client, experiment_id = connect(ws, params)
+    parents = client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = 'lineage'")
     assert sorted(p.data.tags["continual.strategy"] for p in parents) == ["naive", "replay+ewc"]
     for parent in parents:
         assert [m.step for m in client.get_metric_history(parent.info.run_id, "avg_acc")] == [1]
     assert client.get_run(replay_ewc).data.tags["continual.git_commit"] == head
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on: connecting to it is refused at once."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_dead_tracking_server_fails_in_seconds_with_a_clear_error(tmp_path, tiny_model_dir, monkeypatch):
     import time
 
-    for variable in tracking.FAIL_FAST:
+    for variable in FAIL_FAST:
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], NAMES)
     params = load_params(ws.params_file)
     started = time.perf_counter()
-    with pytest.raises(tracking.TrackingUnavailable, match="did not answer.*dvc repro"):
-        tracking.reconcile(ws, params)
+    with pytest.raises(TrackingUnavailable, match="did not answer.*dvc repro"):
+        reconcile(Tracking(ws, params))
     assert time.perf_counter() - started < 30  # MLflow's own defaults retry for minutes
     import os
 
@@ -201,7 +196,7 @@ def test_fail_fast_settings_never_override_the_users(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
-    tracking.connect(Workspace.at(tmp_path), load_params())
+    connect(Workspace.at(tmp_path), load_params())
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300"
 
 
@@ -209,20 +204,21 @@ def test_reconcile_leaves_a_round_that_has_not_run_yet(tmp_path, tiny_model_dir)
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:2], NAMES)
     ws.stream_file.write_text(ws.stream_text(ws.stream() + ["0003-amazon"]))  # ingested, not trained yet
     params = load_params(ws.params_file)
-    assert list(tracking.reconcile(ws, params)) == ["0001-tweets", "0002-movies"]
+    assert list(reconcile(Tracking(ws, params))) == ["0001-tweets", "0002-movies"]
     ws.stream_file.write_text(ws.stream_text(["0001-nothing"]))
-    assert tracking.reconcile(ws, params) == {}
+    assert reconcile(Tracking(ws, params)) == {}
 
 
 def test_logging_a_round_never_imports_torch(tmp_path, tiny_model_dir):
     """torch alone is about 0.9 GB of resident memory: the track stage of a full fine-tuning round logs and
     registers its model folder without it (a LoRA round's adapters are merged first, which needs torch)."""
     ws = write_stream(tmp_path / "ws", tiny_model_dir, ROWS[:1], NAMES)
-    code = ("import sys\nfrom continual import tracking\nfrom continual.params import load_params\n"
+    code = ("import sys\nfrom continual.params import load_params\nfrom continual.registry.connect import connect\n"
+            "from continual.registry.lineage import log_round\n"
             "from continual.workspace.layout import Workspace\n"
             f"ws = Workspace.at({str(ws.root)!r})\nparams = load_params(ws.params_file)\n"
-            "for key in ws.stream():\n    tracking.log_round(ws, key, params)\n"
-            "print('torch' in sys.modules, len(tracking.connect(ws, params)[0].search_model_versions()))")
+            "for key in ws.stream():\n    log_round(ws, key, params)\n"
+            "print('torch' in sys.modules, len(connect(ws, params)[0].search_model_versions()))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1].split() == ["False", "1"]

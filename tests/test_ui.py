@@ -14,9 +14,11 @@ import pytest
 import requests
 
 from browser import chromium_binary, load_page
-from continual.registry import tracking
 from continual.cli import main
 from continual.params import load_params
+from continual.registry.connect import connect
+from continual.registry.lineage import log_round
+from continual.registry.tags import KIND_TAG
 from continual.cli.ui import without_credentials
 from round_folders import NAMES, ROWS, write_stream
 from serving import free_port
@@ -34,7 +36,7 @@ def two_lineages(tmp_path_factory, tiny_model_dir):
             params = load_params(ws.params_file)
             params["tracking"]["register_models"] = False
             for key in ws.stream():
-                tracking.log_round(ws, key, params)
+                log_round(ws, key, params)
         yield ws
 
 
@@ -42,8 +44,8 @@ def test_the_page_draws_every_lineage_from_the_store(two_lineages):
     ws = two_lineages
     assert main(["-C", str(ws.root), "ui", "--no-server", "--no-browser"]) == 0
     page = (ws.reports_dir / "compare.html").read_text()
-    client, experiment_id = tracking.connect(ws, load_params(ws.params_file))
-    lineages = client.search_runs([experiment_id], f"tags.`{tracking.KIND_TAG}` = 'lineage'")
+    client, experiment_id = connect(ws, load_params(ws.params_file))
+    lineages = client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = 'lineage'")
     assert len(lineages) == 2
     for run in lineages:
         assert run.info.run_name in page

@@ -2,7 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from continual.workspace.layout import Workspace, create_workspace
+from continual.workspace.create import create_workspace
+from continual.workspace.layout import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 

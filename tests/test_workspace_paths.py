@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 from serving import free_port, stop_server, wait_ready
-from test_pipeline import BIN, GIT, run, write_arrival
+from helpers import BIN, GIT, run, write_arrival
 
 from continual.registry.local_store import follow_move, store_uri
 from continual.registry.model_name import registered_model
@@ -218,7 +218,7 @@ def test_temp_and_queued_experiments_track_into_the_workspace_store(trained, tmp
 
 
 def test_a_dvc_temporary_copy_belongs_to_its_workspace(tmp_path):
-    from continual.registry.promotion import LOCK_FILE, registry_lock
+    from continual.registry.lock import LOCK_FILE, registry_lock
 
     home = tmp_path / "ws"
     home.mkdir()

@@ -27,7 +27,7 @@ def section_hostile(args, ctx: dict) -> dict:
         done = sh([BIN / "continual", "-C", ws, "ingest", path, f"--name={case['name']}"], ws, check=False)
         err = done.stderr
         problems = []
-        if done.returncode != 2:
+        if done.returncode != 1:
             problems.append(f"exit {done.returncode}")
         if str(path) not in err:
             problems.append("message does not name the file")

@@ -208,7 +208,7 @@ class Auditor:
     def audit(self, before: dict[str, tuple[str, int]]) -> dict:
         import yaml
 
-        from continual.registry.tracking import RoundFolder
+        from continual.registry.round_folder import RoundFolder
         from continual.workspace.layout import Workspace
 
         ws = self.ws
@@ -310,9 +310,9 @@ class Auditor:
             if keys and champion.tags.get("round_hash") != current.get(keys[-1]):
                 problems.append(f"champion v{champion.version} is not the newest round {keys[-1]} "
                                 f"(it is {champion.tags.get('round_key')})")
-            from continual.registry.promotion import _history
+            from continual.registry.champion import history as recorded_history
 
-            history = _history(self.client, MODEL_NAME)
+            history = recorded_history(self.client, MODEL_NAME)
             if history[-1:] != [str(champion.version)]:
                 problems.append(f"champion v{champion.version} is not the last move of the recorded history "
                                 f"{history[-3:]} (rollback would skip it)")
@@ -324,6 +324,7 @@ class Auditor:
 
     def _load(self, champion) -> None:
         from service import backends
+        from service.backends.loading import load as load_backend
         from service.model_source import hf_folders, source_for
 
         source = source_for(f"models:/{MODEL_NAME}@champion", f"sqlite:///{self.ws / 'mlflow.db'}")
@@ -333,7 +334,7 @@ class Auditor:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir, tokenizer_dir = hf_folders(source.fetch(card, Path(tmp)))
             choice = backends.choose("auto", model_dir, card, 0.01)  # what `continual serve` would load
-            loaded = backends.load(choice, model_dir, tokenizer_dir, card, 32, threads=1)
+            loaded = load_backend(choice, model_dir, tokenizer_dir, card, 32, threads=1)
             (prediction,) = loaded.predict(["a text after a crash"], batch_size=1)
             if prediction.label not in loaded.labels:
                 raise RuntimeError(f"predicted {prediction.label!r}, not one of the labels")

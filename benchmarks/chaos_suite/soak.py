@@ -25,7 +25,7 @@ def register(uri: str, model_dir: Path, name: str, round_index: int) -> str:
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from continual.registry.tracking import log_pooled_model
+    from continual.registry.register import log_pooled_model
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("chaos")

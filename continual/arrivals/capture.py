@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continual.arrivals.ingest import JSONL_SUFFIXES, ArrivalError, _row
-from continual.arrivals.jsonl import write_atomic
+from continual.arrivals.parse import JSONL_SUFFIXES, ArrivalError, checked_row
+from continual.workspace.files import write_atomic
 
 COLUMNS = ("text", "label", "prediction", "confidence", "model_version", "round_key", "last_captured",
            "times_captured")
@@ -172,7 +172,7 @@ def _exportable(record: dict, max_bytes: int, skipped: Counter) -> dict[str, Any
         skipped["with a lone surrogate (not valid Unicode; UTF-8 cannot hold it)"] += 1
         return None
     try:
-        row = _row(Path("capture"), 0, {"text": text, "label": prediction}, "capture", max_bytes)
+        row = checked_row(Path("capture"), 0, {"text": text, "label": prediction}, "capture", max_bytes)
     except ArrivalError as e:
         problem = str(e).split(": ", 1)[-1]
         if "empty text" in problem:

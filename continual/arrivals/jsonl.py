@@ -7,13 +7,13 @@ decoded from cp1252 hold U+0085): a row would be cut in two.
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from continual.workspace.files import write_atomic
 
 # An escaped surrogate: json.loads turns a lone one into a str that cannot be written back as UTF-8.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -70,28 +70,6 @@ def encode_jsonl(rows: Iterable[Mapping[str, Any]]) -> bytes:
         except UnicodeEncodeError as e:
             raise ValueError(f"row {i}: not valid Unicode ({e.reason})") from None
     return b"".join(lines)
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never half of it, even after a crash."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666: the umask applies, as for a plain open() (mkstemp would leave the file 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a crash
-    finally:
-        os.close(folder)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -14,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+from continual.rounds.safe_round import train_round
 from continual.workspace.layout import Workspace
 
 
@@ -31,8 +32,7 @@ def scratch_workspace(ws: Workspace, folder: Path) -> Workspace:
 
 
 def run_stream(ws: Workspace, params: dict, strategy: str, seed: int) -> dict:
-    from continual.registry import tracking
-    from continual.rounds.round import run_round
+    from continual.registry.lineage import log_round
 
     scratch = scratch_workspace(ws, ws.root / ".continual" / "compare" / f"{strategy.replace('+', '_')}-seed{seed}")
     p = copy.deepcopy(params)
@@ -41,8 +41,8 @@ def run_stream(ws: Workspace, params: dict, strategy: str, seed: int) -> dict:
     started = time.perf_counter()
     rounds = []
     for key in scratch.stream():
-        rounds.append(run_round(scratch, key, p))
-        tracking.log_round(scratch, key, p)
+        rounds.append(train_round(scratch, key, p).metrics)
+        log_round(scratch, key, p)
     last = rounds[-1]
     return {"strategy": strategy, "seed": seed, "avg_acc": last["avg_acc"], "forgetting_avg": last["forgetting_avg"],
             "forgetting_max": last["forgetting_max"], "bwt": last["bwt"],
@@ -51,9 +51,9 @@ def run_stream(ws: Workspace, params: dict, strategy: str, seed: int) -> dict:
 
 
 def compare(ws: Workspace, params: dict, strategies: list[str], seeds: list[int]) -> list[dict]:
-    from continual.registry import tracking
-    tracking.connect(ws, params)  # creates the experiment with the workspace's artifact location
-    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri(ws, params))  # scratch runs log here
+    from continual.registry.connect import connect, tracking_uri
+    connect(ws, params)  # creates the experiment with the workspace's artifact location
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(ws, params))  # scratch runs log here
     results = [run_stream(ws, params, s, seed) for s in strategies for seed in seeds]
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)

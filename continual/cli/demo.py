@@ -16,7 +16,8 @@ from pathlib import Path
 from continual.arrivals.ingest import ingest_file
 from continual.params import load_params
 from continual.reports.report import format_matrix, format_rounds, load_round_metrics
-from continual.workspace.layout import Workspace, create_workspace
+from continual.workspace.create import create_workspace
+from continual.workspace.layout import Workspace
 
 VADER_DIR = Path(__file__).resolve().parents[2] / "data" / "vader"
 

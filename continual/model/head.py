@@ -12,7 +12,7 @@ class weighing the same, removes that lean. ``train.head_refit_with`` chooses ho
   data, no stored text, at the cost of features that are a few rounds stale.
 
 λ and the logit scale of the ridge solutions are ``strategy.ridge.lambda`` (``auto``: chosen from the sums,
-``continual/model/ridge_lambda.py``) and ``strategy.ridge.logit_scale``.
+``continual/model/ridge.py``) and ``strategy.ridge.logit_scale``.
 A class with no row at hand keeps its trained row.
 """
 from __future__ import annotations
@@ -23,9 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from continual.model.encoder import embed_rows, set_prototype_rows
-from continual.strategies.closed_form import padded
-from continual.strategies.ridge import solve_head, with_bias
-from continual.model.ridge_lambda import choose_lambda, parse_lambda
+from continual.model.ridge import choose_lambda, padded, parse_lambda, solve_head, with_bias
 
 SUMS_FILE = "head_sums.safetensors"
 WHEN = ("never", "on_growth", "always")

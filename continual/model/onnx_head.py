@@ -17,7 +17,7 @@ import torch
 from onnx import helper, numpy_helper
 
 LOGITS = "logits"
-HEAD_WEIGHT, HEAD_BIAS = "continual.model.head.weight", "continual.model.head.bias"
+HEAD_WEIGHT, HEAD_BIAS = "continual.head.weight", "continual.head.bias"
 
 
 def encoder_fingerprint(model) -> str:

@@ -2,8 +2,10 @@
 torch.distributed (``continual.model.distributed``) it trains each rank's share of the global batch through DDP."""
 from __future__ import annotations
 
+import random
 import time
 
+import numpy as np
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin, SupervisedPlugin
@@ -12,9 +14,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from continual import progress
 from continual.model import distributed
 
-from continual import progress
+
 class TextTemplate(SupervisedTemplate):
     """Passes the dataset's padding collate to the loaders.
 
@@ -95,6 +98,13 @@ class ProgressLog(SupervisedPlugin, supports_distributed=True):
     def after_training_exp(self, strategy, **kwargs):
         """The plugins listed before this one have done their after-training work (EWC's Fisher pass)."""
         self.closing_seconds = time.perf_counter() - self._epoch_end
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's random streams, all from ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def train_one_experience(model: torch.nn.Module, dataset, train: dict, plugins: list, steps_per_epoch: int,

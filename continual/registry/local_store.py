@@ -7,7 +7,7 @@ it back as written. Those are the experiment's ``artifact_location``, each run's
 model's ``artifact_location``, and each model version's ``storage_location`` (and ``source``, for a version
 registered from a path). A workspace moved or copied elsewhere (``mv``, ``cp -r``) therefore brings a store
 that names the folder it came from. The store records that folder itself: ``connect`` gives every experiment
-it creates the location ``<root>/mlartifacts``. So each command that opens the store (``tracking.connect``,
+it creates the location ``<root>/mlartifacts``. So each command that opens the store (``registry.connect``,
 `continual serve` before gunicorn starts, `continual drift`) first calls ``follow_move``: when the experiments
 name another root, that root is rewritten to this one in every location, in one transaction under the registry
 lock, and one line says so. Only the workspace's own ``mlflow.db`` is ever rewritten: a tracking server, or a
@@ -24,12 +24,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from continual.registry.lock import registry_lock
+from continual.registry.tags import FOLDER_TAG
 from continual.workspace.layout import MARKER, Workspace
 from service.model_source import sqlite_database
 
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
-FOLDER_TAG = "continual.workspace.layout"  # on each lineage run: the folder of the workspace that logged it
 # Where MLflow 3.17 keeps artifact locations (mlflow/store/tracking/dbmodels/models.py and
 # mlflow/store/model_registry/dbmodels/models.py): (table, column).
 LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
@@ -46,7 +47,7 @@ def store_uri(ws: Workspace) -> str:
 
 
 def artifact_location(ws: Workspace) -> str:
-    """Where ``tracking.connect`` has the experiments it creates in the local store keep their artifacts."""
+    """Where ``registry.connect`` has the experiments it creates in the local store keep their artifacts."""
     return (ws.home / ARTIFACTS).as_uri()
 
 
@@ -65,9 +66,6 @@ def follow_move(ws: Workspace, uri: str) -> None:
     with closing(sqlite3.connect(database, timeout=60)) as db:
         if not _former_roots(db, ws):  # the common case: one read, no lock
             return
-    # Imported here: continual.registry.promotion imports continual.registry.tracking, which imports this module.
-    from continual.registry.promotion import registry_lock
-
     with registry_lock(ws), closing(sqlite3.connect(database, timeout=60, isolation_level=None)) as db:
         db.execute("BEGIN IMMEDIATE")  # every writer waits: the roots are read again and rewritten as one change
         try:

@@ -19,13 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from continual.registry.tags import FOLDER_TAG, LINEAGE_TAG, PARENT_RUN_TAG, WORKSPACE_TAG
 from continual.workspace.layout import Workspace
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-WORKSPACE_TAG = "workspace"  # on every model version the track stage registers: the workspace id, 12 characters
 OWNER_LOOKUP = 20  # versions read (oldest first) to find one whose workspace is known
 
 
@@ -55,8 +55,6 @@ def version_workspace(client: "MlflowClient", version: "ModelVersion") -> str:
     known = (version.tags or {}).get(WORKSPACE_TAG)
     if known:
         return known
-    from continual.registry.tracking import LINEAGE_TAG  # here, not at the top: continual.registry.tracking imports this module
-
     run = _run(client, version.run_id)
     line = run.data.tags.get(LINEAGE_TAG, "") if run else ""  # strategy:params-hash:workspace
     return line.rsplit(":", 1)[-1] if line.count(":") >= 2 else ""
@@ -114,7 +112,7 @@ def _run(client: "MlflowClient", run_id: str | None):
 
 
 def _folder_of(client: "MlflowClient", run_id: str | None) -> str:
-    """The owner's workspace folder, from its lineage run's ``continual.workspace.layout`` tag ("" when unknown)."""
+    """The owner's workspace folder, from its lineage run's ``continual.workspace`` tag ("" when unknown)."""
     run = _run(client, run_id)
-    parent = _run(client, run.data.tags.get("mlflow.parentRunId")) if run else None
-    return parent.data.tags.get("continual.workspace.layout", "") if parent else ""
+    parent = _run(client, run.data.tags.get(PARENT_RUN_TAG)) if run else None
+    return parent.data.tags.get(FOLDER_TAG, "") if parent else ""

@@ -5,7 +5,7 @@ Two processes tagging the same object with the same key at once both INSERT, and
 primary key with an IntegrityError (seen in CI, stop 16, from two clones gating one store). A tag write is
 "last writer wins" anyway, so the loser writes again: the row is there now and the merge UPDATEs it.
 
-Aliases are not retried here: a lost alias race means the champion moved, which ``promotion`` refuses."""
+Aliases are not retried here: a lost alias race means the champion moved, which ``champion`` refuses."""
 from __future__ import annotations
 
 from typing import Any, Callable

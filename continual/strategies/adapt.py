@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from continual.model.encoder import embed_rows
-from continual.strategies.base import RoundContext, Strategy
+from continual.model.encoder import LogitsOnly, embed_rows
+from continual.strategies.base import RoundContext, RoundInputs, Trained
+from continual.strategies.finetune import FineTuning
 from continual.strategies.ridge import Ridge
 
 
-class Adapt(Strategy):
+class Adapt(FineTuning):
     name = "adapt"
-    keeps_encoder = True
 
     def __init__(self, params: dict):
         super().__init__(params)
@@ -40,11 +40,25 @@ class Adapt(Strategy):
         self.mem_size = int(params["strategy"]["replay"]["mem_size"])
         self.seed = int(params["seed"])
         self.ridge = Ridge(params)
-        self.index = 0
+        self.frozen = False
 
     def begin(self, index: int, arrival: str) -> None:
-        self.index = index
-        self.closed_form = not (index <= self.rounds or arrival in self.arrivals)
+        super().begin(index, arrival)
+        self.frozen = not (index <= self.rounds or arrival in self.arrivals)
+
+    # A frozen round is the ridge strategy's, on this stream's own encoder: the previous round's, head grown
+    # (``FineTuning.start_model``), in one process.
+    def processes(self) -> int:
+        return 1 if self.frozen else super().processes()
+
+    def restore(self, folder: Path, context: RoundContext, model: torch.nn.Module) -> None:
+        if self.frozen:
+            self.ridge.restore(folder, context, model)
+
+    def train(self, model: LogitsOnly, context: RoundContext, inputs: RoundInputs) -> Trained | None:
+        if self.frozen:
+            return self.ridge.train(model, context, inputs)
+        return super().train(model, context, inputs)
 
     def training_rows(self, rows: list[dict], earlier) -> list[dict]:
         if self.index <= 1 or self.mem_size <= 0:
@@ -52,27 +66,17 @@ class Adapt(Strategy):
         return rows + balanced_sample(earlier(), self.mem_size, self.seed + self.index)
 
     def after_training(self, model, tokenizer, seen, batch_size: int) -> bool:
+        """Fresh ridge sums over every train row so far, under the encoder just trained; the head solved."""
         rows = seen()
         self.ridge.sums = {}
         self.ridge.prepare(model, len(model.labels))
-        self.fit(model, embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size,
-                                   "adapt: every train row so far, for the ridge head"),
-                 torch.tensor([model.label2id[r["label"]] for r in rows]))
+        self.ridge.fit(model, embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size,
+                                         "adapt: every train row so far, for the ridge head"),
+                       torch.tensor([model.label2id[r["label"]] for r in rows]))
         return True
 
-    # The frozen rounds are the ridge strategy's, on this stream's own encoder.
-    def prepare(self, model, classes: int) -> None:
-        self.ridge.prepare(model, classes)
-
-    def fit(self, model, features: torch.Tensor, targets: torch.Tensor) -> None:
-        self.ridge.fit(model, features, targets)
-
-    def restore(self, folder: Path, context: RoundContext, model: torch.nn.Module) -> None:
-        if self.closed_form:
-            self.ridge.restore(folder, context, model)
-
     def save(self, folder: Path, context: RoundContext) -> dict:
-        return {**self.ridge.save(folder, context), "adapted": not self.closed_form}
+        return {**super().save(folder, context), **self.ridge.save(folder, context), "adapted": not self.frozen}
 
 
 def balanced_sample(rows: list[dict], size: int, seed: int) -> list[dict]:

@@ -1,34 +1,43 @@
-"""What the closed-form strategies share: a frozen encoder, running sums as their only state, a solved head.
+"""The closed-form template: a frozen encoder, running sums as the only state, a solved head.
 
 A round of ``ncm`` or ``ridge`` costs one forward pass over the arrival: its features are added to sums kept
 in safetensors in the round folder, and the head is solved from the sums. Nothing is trained, so nothing is
-forgotten, and no text is stored.
+forgotten, and no text is stored. The encoder is the pretrained base's in every round, so there is nothing
+for a LoRA adapter to adapt, and one process does the whole round.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from continual.strategies.base import RoundContext, Strategy
-
-
-def padded(old: torch.Tensor | None, rows: int, columns: int) -> torch.Tensor:
-    """A running sum padded with zeros to [rows x columns] (new classes arrive as new columns)."""
-    grown = torch.zeros(rows, columns, dtype=torch.float64)
-    if old is not None:
-        grown[: old.shape[0], : old.shape[1]] = old
-    return grown
+from continual.model import adapters
+from continual.model.encoder import LogitsOnly, embed_rows
+from continual.model.ridge import padded
+from continual.model.trainer import ProgressLog
+from continual.strategies.base import RoundContext, RoundInputs, Strategy, Trained, base_classifier
 
 
 class ClosedForm(Strategy):
-    closed_form = True
     state_file = "sums.safetensors"
 
     def __init__(self, params: dict):
         super().__init__(params)
         self.sums: dict[str, torch.Tensor] = {}
+
+    def begin(self, index: int, arrival: str) -> None:
+        super().begin(index, arrival)
+        adapter = adapters.adapter_kind(self.params)
+        if adapter != "none":
+            raise ValueError(f"strategy {self.name} keeps the encoder frozen and trains no weights of it: "
+                             f"model.adapter: {adapter} has nothing to adapt. Set model.adapter: none")
+
+    def start_model(self, previous, labels):
+        # The state is the sums, not the weights: every round reads the pretrained encoder, frozen.
+        model, tokenizer = base_classifier(self.params, labels)
+        return model, tokenizer, list(labels)
 
     def restore(self, folder: Path, context: RoundContext, model: torch.nn.Module) -> None:
         path = folder / self.state_file
@@ -36,6 +45,20 @@ class ClosedForm(Strategy):
             raise FileNotFoundError(f"{path} is missing: round {folder.name} was not a {self.name} round, so its "
                                     f"sums cannot be continued. Rerun the stream from round 1 with this strategy.")
         self.sums = load_file(path)
+
+    def train(self, model: LogitsOnly, context: RoundContext, inputs: RoundInputs) -> Trained:
+        """One forward pass over the arrival, then the head is solved from the sums."""
+        classifier, rows = model.model, inputs.rows
+        with inputs.phases("head"):
+            log = ProgressLog(f"{self.name} forward pass")
+            begin = time.perf_counter()
+            self.prepare(classifier, len(classifier.labels))
+            features = embed_rows(classifier, context.tokenizer, [r["text"] for r in rows], inputs.batch_size,
+                                  f"round {inputs.key}: embed")
+            label2id = classifier.label2id
+            self.fit(classifier, features, torch.tensor([label2id[r["label"]] for r in rows]))
+            log.examples, log.seconds = len(rows), time.perf_counter() - begin
+        return Trained(log, len(rows), 0)
 
     def prepare(self, model, classes: int) -> None:
         """Before features are computed: attach what the head reads (e.g. a projection)."""

@@ -20,10 +20,10 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, zerolike_params_dict
 from safetensors.torch import load_file, save_file
 
-from continual.model import distributed
-
 from continual import progress
-from continual.strategies.base import RoundContext, Strategy
+from continual.model import distributed
+from continual.strategies.base import RoundContext
+from continual.strategies.finetune import FineTuning
 
 EWC_FILE = "ewc.safetensors"
 
@@ -92,7 +92,7 @@ class DeviceFollowingEWC(EWCPlugin, supports_distributed=True):
                                       if k in self.importances[counter]}
 
 
-class EWC(Strategy):
+class EWC(FineTuning):
     name = "ewc"
 
     def __init__(self, params: dict):
@@ -130,4 +130,4 @@ class EWC(Strategy):
         # Only the importance: the anchor weights are the round's own model (model/), saved beside it.
         tensors = {f"importance:{k}": v.data.cpu().contiguous() for k, v in self.plugin.importances[last].items()}
         save_file(tensors, folder / EWC_FILE, metadata={"mode": "online", "decay": str(self.plugin.decay_factor)})
-        return {}
+        return super().save(folder, context)

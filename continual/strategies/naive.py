@@ -1,6 +1,6 @@
 """Plain fine-tuning on each new arrival: the forgetting baseline."""
-from continual.strategies.base import Strategy
+from continual.strategies.finetune import FineTuning
 
 
-class Naive(Strategy):
+class Naive(FineTuning):
     name = "naive"

@@ -16,7 +16,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from continual.model import adapters
-from continual.strategies.base import Strategy
+from continual.strategies.finetune import FineTuning
 
 
 class OrthogonalLoss(SupervisedPlugin, supports_distributed=True):
@@ -43,7 +43,7 @@ class OrthogonalLoss(SupervisedPlugin, supports_distributed=True):
         strategy.loss = strategy.loss + self.penalty(strategy.model)
 
 
-class OLoRA(Strategy):
+class OLoRA(FineTuning):
     name = "olora"
 
     def __init__(self, params: dict):

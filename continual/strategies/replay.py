@@ -17,7 +17,8 @@ from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 
 from continual.arrivals.jsonl import read_jsonl, write_jsonl
-from continual.strategies.base import RoundContext, Strategy
+from continual.strategies.base import RoundContext
+from continual.strategies.finetune import FineTuning
 
 BUFFER_FILE = "buffer.jsonl"
 
@@ -43,7 +44,7 @@ class GlobalBatchReplay(ReplayPlugin, supports_distributed=True):
             drop_last=drop_last, distributed_sampling=False)
 
 
-class Replay(Strategy):
+class Replay(FineTuning):
     name = "replay"
 
     def __init__(self, params: dict):
@@ -100,4 +101,4 @@ class Replay(Strategy):
             for row, weight in zip(context.rows_of(group.buffer), group._buffer_weights.tolist()):
                 lines.append({**row, "weight": weight})
         write_jsonl(folder / BUFFER_FILE, lines)
-        return {"buffer_size": len(lines)}
+        return {"buffer_size": len(lines), **super().save(folder, context)}

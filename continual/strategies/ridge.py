@@ -8,14 +8,15 @@ classes more linearly separable; the projection is drawn once from the seed and 
 
 Head: W = (XᵀX + λI)⁻¹ XᵀY on features with a constant 1 appended (its row is the bias), times ``logit_scale``
 so the softmax of the regression outputs is not flat. ``lambda: auto`` chooses λ after every arrival from the
-sums (``ridge_lambda``); the λ used is a round metric (``ridge_lambda``).
+sums (``continual/model/ridge.py``); the λ used is a round metric (``ridge_lambda``).
 """
 from __future__ import annotations
 
 import torch
 
+from continual.model.encoder import embed_rows
+from continual.model.ridge import choose_lambda, parse_lambda, solve_head, with_bias
 from continual.strategies.closed_form import ClosedForm
-from continual.model.ridge_lambda import choose_lambda, parse_lambda
 
 
 class Ridge(ClosedForm):
@@ -58,22 +59,9 @@ class Ridge(ClosedForm):
         return {"ridge_lambda": self.chosen}
 
 
-def with_bias(features: torch.Tensor) -> torch.Tensor:
-    """Features with a constant 1 appended: its row of the solution is the bias."""
-    return torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
-
-
-def solve_head(gram: torch.Tensor, xty: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight [classes x features], bias [classes]) of the ridge solution (XᵀX + λI)⁻¹ XᵀY, X with bias column."""
-    solved = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xty)
-    return solved[:-1].T, solved[-1]
-
-
 def fit_ridge_head(model, tokenizer, rows: list[dict], params: dict, batch_size: int = 64) -> None:
     """Give ``model`` the head this strategy fits on one arrival of ``rows`` (text, label): for benchmarks and tests
     that want a real head on the frozen encoder without running a round."""
-    from continual.model.encoder import embed_rows
-
     ridge = Ridge(params)
     ridge.prepare(model, len(model.labels))
     ridge.fit(model, embed_rows(model, tokenizer, [r["text"] for r in rows], batch_size),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from service import __version__
 from service.api.admin import may_capture
 from service.backends import ServedModel
 from service.errors import ApiError
 from service.open_inference import infer_response, model_metadata, parse_infer_request
 from service.state import service_state
 from service.stream import Stream
+from service.version import __version__
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 # Only what is served in full. Triton's model_repository extension is load, unload and the index: the index is served

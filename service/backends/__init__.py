@@ -118,23 +118,3 @@ def choose(requested: str, model_dir: Path | None, card: "ModelCard", max_quanti
         return BackendChoice("onnx", f"auto: fp32 ONNX, since int8 is not served: {why}" if has_int8
                              else "auto: fp32 ONNX (this model has no int8 graph)")
     return BackendChoice("torch", "auto: this model has no ONNX graph (exported before ONNX, or export off)")
-
-
-def load(choice: BackendChoice, model_dir: Path, tokenizer_dir: Path, card: "ModelCard", max_length: int,
-         threads: int) -> ServedModel:
-    """Import only the chosen backend's libraries and load the model with it."""
-    if choice.name == "torch":
-        try:
-            from service.backends.pytorch import LoadedClassifier
-        except ModuleNotFoundError as error:
-            if error.name not in TORCH_STACK:
-                raise
-            raise BackendUnavailable(
-                f"backend torch ({choice.reason}) needs {error.name}, which this install does not have: the "
-                f"continual-serve install serves ONNX graphs only. Serve a model exported with ONNX graphs "
-                f"(backend onnx-int8 or onnx), or install 'continual-serve[torch]'") from error
-
-        return LoadedClassifier.load(model_dir, tokenizer_dir, card, max_length, choice, threads)
-    from service.backends.onnxrt import OnnxClassifier
-
-    return OnnxClassifier.load(model_dir, card, max_length, choice, threads)

@@ -1,8 +1,13 @@
-"""λ for a ridge head, chosen from the running sums alone (XᵀX, XᵀY and the row count): no stored rows.
+"""The closed-form ridge head: its solution from running sums, and λ chosen from the sums alone.
 
-``strategy.ridge.lambda: auto`` picks, over a log grid, the λ of least generalised cross-validation error
-(Golub, Heath and Wahba 1979), RSS(λ) / (n − df(λ))² with df(λ) = Σᵢ sᵢ/(sᵢ+λ). From the eigendecomposition
-G = V diag(s) Vᵀ of the Gram matrix and C = Vᵀ XᵀY, each λ costs O(d·K):
+Every ridge head of a round (the ``ridge`` strategy, the frozen rounds of ``adapt``, a fine-tuning round's head
+refit) keeps XᵀX and XᵀY over its rows, with features that end in a constant 1 (``with_bias``), and solves
+W = (XᵀX + λI)⁻¹ XᵀY (``solve_head``). New classes arrive as new columns of the sums (``padded``).
+
+λ comes from the sums alone (XᵀX, XᵀY and the row count), no stored rows: ``strategy.ridge.lambda: auto``
+picks, over a log grid, the λ of least generalised cross-validation error (Golub, Heath and Wahba 1979),
+RSS(λ) / (n − df(λ))² with df(λ) = Σᵢ sᵢ/(sᵢ+λ). From the eigendecomposition G = V diag(s) Vᵀ of the Gram
+matrix and C = Vᵀ XᵀY, each λ costs O(d·K):
 
     RSS(λ) = ΣY² − Σᵢₖ cᵢₖ² (sᵢ + 2λ) / (sᵢ + λ)²
 
@@ -21,6 +26,25 @@ import torch
 GRID = torch.logspace(-3, 4, 29, dtype=torch.float64)  # 0.001 .. 10,000, four points a decade
 CRITERIA = ("gcv", "evidence")
 MAX_DF_SHARE = 0.25  # eligible λ: degrees of freedom at most this share of the rows
+
+
+def padded(old: torch.Tensor | None, rows: int, columns: int) -> torch.Tensor:
+    """A running sum padded with zeros to [rows x columns] (new classes arrive as new columns)."""
+    grown = torch.zeros(rows, columns, dtype=torch.float64)
+    if old is not None:
+        grown[: old.shape[0], : old.shape[1]] = old
+    return grown
+
+
+def with_bias(features: torch.Tensor) -> torch.Tensor:
+    """Features with a constant 1 appended: its row of the solution is the bias."""
+    return torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
+
+
+def solve_head(gram: torch.Tensor, xty: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [classes x features], bias [classes]) of the ridge solution (XᵀX + λI)⁻¹ XᵀY, X with bias column."""
+    solved = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xty)
+    return solved[:-1].T, solved[-1]
 
 
 def parse_lambda(value) -> float | None:

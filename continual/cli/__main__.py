@@ -1,0 +1,6 @@
+"""`python -m continual.cli`: the `continual` command."""
+import sys
+
+from continual.cli import main
+
+sys.exit(main())
