@@ -66,7 +66,7 @@ def free_port() -> int:
 
 
 def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float = 90,
-               path: str = "/v2/health/ready") -> None:
+               path: str = "/v2/health/ready", interval_s: float = 0.25) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -76,7 +76,7 @@ def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float
                 return
         except requests.RequestException:
             pass  # the master accepts at once; the connection waits until the worker has loaded the model
-        time.sleep(0.25)
+        time.sleep(interval_s)
     pytest.fail(f"server not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from serving import MODEL_NAME, free_port, make_registry, register_tiny_model, stop_server
+from serving import MODEL_NAME, free_port, make_registry, register_tiny_model, stop_server, wait_ready
 from service.registry_tags import INT8_GATE_TAG
 
 pytestmark = pytest.mark.slow
@@ -114,17 +114,7 @@ def server(command: list[str], env: dict[str, str], cwd: Path, log: Path, port: 
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() - started > 180:
-                pytest.fail(f"server not ready after 180 s:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
+        wait_ready(base, process, log, timeout_s=180, interval_s=0.05)
         yield {"base": base, "ready_s": time.monotonic() - started}
     finally:
         stop_server(process)
