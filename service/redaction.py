@@ -12,18 +12,22 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-# scheme://user[:password]@ -> scheme://***@ (the host stays: an operator needs to know which server failed)
-USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@'\"<>]+@")
-# ?token=..., &X-Amz-Signature=..., ... -> the value replaced
-SECRET_QUERY = re.compile(r"(?i)([?&](?:[a-z0-9_\-]*(?:token|password|passwd|secret|signature|credential|api[_-]?key)"
-                          r"[a-z0-9_\-]*|sig|key|code)=)[^&\s'\"<>]*")
+# scheme://user[:password]@ -> scheme://***@ (the host stays: an operator needs to know which server failed).
+# Linear in the text's length (a log line may quote a client's 8 KB header): each run of scheme characters is tried
+# once, from its start, only when "://" ends it, and its first word-start letter begins the scheme (atomic group).
+USERINFO = re.compile(r"(?i)(?<![a-z0-9+.\-])(?=[a-z0-9+.\-]*+://)(?>([a-z0-9+.\-]*?)\b([a-z][a-z0-9+.\-]*+://))"
+                      r"[^/\s@'\"<>]+@")
+# ?token=..., &X-Amz-Signature=..., ... -> the value replaced (the lookahead keeps it linear: only a key that "="
+# ends is searched for a secret's name)
+SECRET_QUERY = re.compile(r"(?i)([?&](?=[a-z0-9_\-]*+=)(?:[a-z0-9_\-]*(?:token|password|passwd|secret|signature|"
+                          r"credential|api[_-]?key)[a-z0-9_\-]*|sig|key|code)=)[^&\s'\"<>]*")
 # URIs that name a model without naming a host or a local file: these may be shown to anyone.
 PUBLIC_SCHEMES = ("models", "runs")
 
 
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced by ``***``."""
-    return SECRET_QUERY.sub(r"\1***", USERINFO.sub(r"\1***@", text))
+    return SECRET_QUERY.sub(r"\1***", USERINFO.sub(r"\1\2***@", text))
 
 
 def public_uri(uri: str | None) -> str | None:
