@@ -128,12 +128,16 @@ class Monitor:
         self._publish()
         return self._check_shared() if self.shared.lead() else None
 
-    def _publish(self) -> None:
+    def _window(self) -> tuple[ServedModel | None, Window]:
+        """The model the window is about and a copy of the window (the request path keeps writing to it)."""
         with self._lock:
-            model, count = self._model, self._count
-            window = Window(self._predicted[:count].copy(), self._confidence[:count].copy(),
-                            self._lengths[:count].copy(),
-                            None if self._embeddings is None else self._embeddings[:count].copy())
+            count = self._count
+            return self._model, Window(self._predicted[:count].copy(), self._confidence[:count].copy(),
+                                       self._lengths[:count].copy(),
+                                       None if self._embeddings is None else self._embeddings[:count].copy())
+
+    def _publish(self) -> None:
+        model, window = self._window()
         if model is not None:
             self.shared.publish(_model_key(model), window)
 
@@ -155,14 +159,12 @@ class Monitor:
 
     def check(self) -> dict[str, Any] | None:
         """Score this worker's window now; None while it holds fewer than ``min_texts`` texts."""
-        with self._lock:
-            model, count = self._model, self._count
-            if model is None or count < self.settings.min_texts:
-                return None
-            predicted, confidence = self._predicted[:count].copy(), self._confidence[:count].copy()
-            lengths = self._lengths[:count].copy()
-            embeddings = None if self._embeddings is None else self._embeddings[:count].astype(np.float32)
-        result = self._score(model, Window(predicted, confidence, lengths, embeddings), 1)
+        model, window = self._window()
+        if model is None or len(window.predicted) < self.settings.min_texts:
+            return None
+        if window.embeddings is not None:
+            window = window._replace(embeddings=window.embeddings.astype(np.float32))
+        result = self._score(model, window, 1)
         if model is self._model:  # a swap during the check started a new window: this result is about the old one
             self.history.append(result)
         return result

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,7 +72,7 @@ class SharedWindows:
         arrays = {"predicted": window.predicted, "confidence": window.confidence, "lengths": window.lengths,
                   "version": np.array(version)}
         if window.embeddings is not None:
-            arrays["embeddings"] = window.embeddings.astype(np.float16)
+            arrays["embeddings"] = window.embeddings.astype(np.float16, copy=False)
         self._write(path, lambda out: np.savez(out, **arrays))
 
     def lead(self) -> bool:
@@ -86,22 +87,28 @@ class SharedWindows:
             self._leader_file = handle
         return True
 
-    def gather(self, version: str) -> tuple[Window | None, int]:
-        """The union of the live workers' windows for ``version``, and how many workers it covers."""
-        parts: list[Window] = []
+    def _live_windows(self, version: str, keys: tuple[str, ...], prune: bool = False) -> Iterator[dict[str, Any]]:
+        """The arrays ``keys`` of each live worker's window for ``version`` (embeddings only where it has them);
+        ``prune`` removes the files of dead workers."""
         for path in self.folder.glob(f"window-{self.key}-*.npz"):
-            pid = int(path.stem.rsplit("-", 1)[1])
-            if not _alive(pid):
-                path.unlink(missing_ok=True)
+            if not _alive(int(path.stem.rsplit("-", 1)[1])):
+                if prune:
+                    path.unlink(missing_ok=True)
                 continue
             try:
                 with np.load(path) as data:
                     if str(data["version"]) != version:
                         continue
-                    parts.append(Window(data["predicted"], data["confidence"], data["lengths"],
-                                        data["embeddings"].astype(np.float32) if "embeddings" in data else None))
+                    arrays = {key: data[key] for key in keys if key != "embeddings" or key in data}
             except (OSError, ValueError, KeyError):  # being replaced right now: it is read at the next check
                 continue
+            yield arrays
+
+    def gather(self, version: str) -> tuple[Window | None, int]:
+        """The union of the live workers' windows for ``version``, and how many workers it covers."""
+        parts = [Window(a["predicted"], a["confidence"], a["lengths"],
+                        a["embeddings"].astype(np.float32) if "embeddings" in a else None)
+                 for a in self._live_windows(version, ("predicted", "confidence", "lengths", "embeddings"), prune=True)]
         if not parts:
             return None, 0
         embeddings = None if any(p.embeddings is None for p in parts) else np.concatenate([p.embeddings for p in parts])
@@ -110,17 +117,8 @@ class SharedWindows:
 
     def texts(self, version: str) -> tuple[int, int]:
         """Texts in the live workers' windows for ``version`` and the number of those workers (no embeddings read)."""
-        total = workers = 0
-        for path in self.folder.glob(f"window-{self.key}-*.npz"):
-            if not _alive(int(path.stem.rsplit("-", 1)[1])):
-                continue
-            try:
-                with np.load(path) as data:
-                    if str(data["version"]) == version:
-                        total, workers = total + len(data["predicted"]), workers + 1
-            except (OSError, ValueError, KeyError):
-                continue
-        return total, workers
+        counts = [len(a["predicted"]) for a in self._live_windows(version, ("predicted",))]
+        return sum(counts), len(counts)
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         self._write(self._path("history"), lambda out: out.write(json.dumps(history).encode()))
