@@ -16,7 +16,9 @@ from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
-INTERVAL_S = 2.0  # params.yaml's progress.interval_s where a command did not read one (the shipped value)
+from continual.params.schema import ProgressParams
+
+INTERVAL_S = float(ProgressParams().interval_s)  # where a command did not read params.yaml: the shipped value
 _interval_s = INTERVAL_S
 
 

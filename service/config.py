@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from service.backends import BACKENDS
@@ -84,6 +84,12 @@ class MonitoringSettings:
             raise ValueError(f"min_texts ({self.min_texts}) must not exceed window ({self.window})")
 
 
+def like(section: type, name: str) -> Any:
+    """A ServiceConfig field with the default and the bounds of ``section``'s field ``name``."""
+    spec = section.__dataclass_fields__[name]
+    return field(default=spec.default, metadata=spec.metadata)
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     model_uri: str | None = None          # models:/NAME@alias, models:/NAME/3, runs:/..., or a local folder
@@ -110,19 +116,20 @@ class ServiceConfig:
     # A client has this long to send its request's headers (from their first byte), then its body (from the
     # end of the headers), else 408 and the connection closes. Requests are read in full before a thread
     # serves them (service.gunicorn_worker), so slow clients cost no thread, only these seconds.
-    read_header_timeout_s: float = ServingSettings.read_header_timeout_s
-    read_body_timeout_s: float = ServingSettings.read_body_timeout_s
+    read_header_timeout_s: float = like(ServingSettings, "read_header_timeout_s")
+    read_body_timeout_s: float = like(ServingSettings, "read_body_timeout_s")
     backend: str = "auto"                 # auto | onnx-int8 | onnx | torch (service.backends)
     # auto on a folder no gate judged: int8 only within this of fp32
     max_quantized_drop: float = ServingSettings.max_quantized_drop
     compute_threads: int = 0              # intra-op threads per worker; 0 = the cores this process may use,
                                           # divided by $CONTINUAL_SERVE_WORKERS (service.gunicorn_conf)
     # Monitoring (service.monitoring); `continual serve` fills these from params.yaml's monitoring section, and
-    # the defaults are that section's (MonitoringSettings above).
+    # the defaults are that section's (MonitoringSettings above), and so are the bounds load_config checks
+    # (``like``; capture's are check_capture_settings').
     monitoring: bool = MonitoringSettings.enabled  # window of recent traffic, drift checks, prediction counters
-    monitoring_window: int = MonitoringSettings.window
-    monitoring_interval_s: float = MonitoringSettings.interval_s  # a background thread
-    monitoring_min_texts: int = MonitoringSettings.min_texts
+    monitoring_window: int = like(MonitoringSettings, "window")
+    monitoring_interval_s: float = like(MonitoringSettings, "interval_s")  # a background thread
+    monitoring_min_texts: int = like(MonitoringSettings, "min_texts")
     drift_embedding_auc: float = DriftThresholds.embedding_auc
     drift_label_psi: float = DriftThresholds.label_psi
     drift_length_psi: float = DriftThresholds.length_psi
@@ -147,21 +154,6 @@ class ServiceConfig:
         return None
 
 
-# ServiceConfig's flat names for the sections' fields whose bounds load_config checks (capture's are
-# check_capture_settings').
-FROM_SECTIONS = {
-    "monitoring_window": (MonitoringSettings, "window"),
-    "monitoring_min_texts": (MonitoringSettings, "min_texts"),
-    "monitoring_interval_s": (MonitoringSettings, "interval_s"),
-    "read_header_timeout_s": (ServingSettings, "read_header_timeout_s"),
-    "read_body_timeout_s": (ServingSettings, "read_body_timeout_s"),
-}
-
-
-def _field(section: type, name: str) -> Field:
-    return next(f for f in fields(section) if f.name == name)
-
-
 def _parse(value: Any, kind: type, key: str) -> Any:
     if not isinstance(value, str):
         return value
@@ -183,7 +175,7 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     """``config`` keys win over environment variables (CONTINUAL_<KEY>, MLflow's names) over defaults."""
     config = dict(config or {})
     environ = os.environ if environ is None else environ
-    known = {field.name: field for field in fields(ServiceConfig)}
+    known = {spec.name: spec for spec in fields(ServiceConfig)}
     unknown = sorted(set(config) - set(known))
     if unknown:
         raise ValueError(f"unknown service config keys: {', '.join(unknown)}")
@@ -203,10 +195,10 @@ def load_config(config: Mapping[str, Any] | None = None, environ: Mapping[str, s
     for name in ("max_batch_size", "max_texts", "max_text_chars", "max_body_bytes", "max_length"):
         if getattr(result, name) < 1:
             raise ValueError(f"{name} must be at least 1")
-    for name, (section, key) in FROM_SECTIONS.items():
-        problem = out_of_bounds(getattr(result, name), _field(section, key).metadata)
+    for spec in known.values():  # the bounds ServiceConfig's fields take from the sections (``like``)
+        problem = out_of_bounds(getattr(result, spec.name), spec.metadata)
         if problem:
-            raise ValueError(f"{name} {problem}, not {getattr(result, name)!r}")
+            raise ValueError(f"{spec.name} {problem}, not {getattr(result, spec.name)!r}")
     if result.monitoring_min_texts > result.monitoring_window:
         raise ValueError(f"monitoring_min_texts ({result.monitoring_min_texts}) must not exceed monitoring_window "
                          f"({result.monitoring_window})")

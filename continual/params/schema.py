@@ -158,7 +158,7 @@ class Params:
     promotion: PromotionParams = field(default_factory=PromotionParams)
 
     @classmethod
-    def from_dict(cls, data: Any, file: str = "params.yaml") -> "Params":
+    def from_dict(cls, data: Any, file: str = "params.yaml") -> Params:
         """``data`` (params.yaml as parsed) checked and typed over the defaults; ParamsError names what does
         not fit, with the nearest known key for an unknown one."""
         return read(cls, data, file)

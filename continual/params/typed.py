@@ -48,7 +48,7 @@ def dotted_keys(cls: type, prefix: str = "") -> list[str]:
 
 def read(cls: type, data: Any, file: str | Path) -> Any:
     """``data`` (a parsed YAML document) as an instance of ``cls``; a missing key takes its default."""
-    return _Reader(file, dotted_keys(cls)).section(cls, {} if data is None else data, "")
+    return _Reader(file, cls).section(cls, data, "")
 
 
 def to_dict(value: Any) -> Any:
@@ -64,14 +64,15 @@ def _fields(cls: type) -> list[tuple[Field, Any]]:
 
 
 class _Reader:
-    def __init__(self, file: str | Path, known: list[str]):
-        self.file, self.known = file, known
+    def __init__(self, file: str | Path, schema: type):
+        self.file, self.schema = file, schema
 
     def refuse(self, key: str, problem: str) -> ParamsError:
         return ParamsError(self.file, key, problem)
 
     def section(self, cls: type, data: Any, key: str) -> Any:
-        """A section (``key``: its dotted name, "" for the file) read into ``cls``."""
+        """A section (``key``: its dotted name, "" for the file) read into ``cls``; empty (null): its defaults."""
+        data = {} if data is None else data
         if not isinstance(data, dict):
             raise self.refuse(key, f"{key or 'the file'} must be a mapping of settings (key: value lines), "
                                    f"not {data!r}")
@@ -92,14 +93,15 @@ class _Reader:
         near = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
         if near:
             return f"unknown key {prefix}{name}: did you mean {prefix}{near[0]}?"
-        elsewhere = [k for k in self.known if difflib.get_close_matches(name, [k.rsplit(".", 1)[-1]], cutoff=0.8)]
+        elsewhere = [k for k in dotted_keys(self.schema)  # only now: the schema's keys are for a refusal's hint
+                     if difflib.get_close_matches(name, [k.rsplit(".", 1)[-1]], cutoff=0.8)]
         if elsewhere:
             return f"unknown key {prefix}{name}: did you mean {elsewhere[0]}?"
         return f"unknown key {prefix}{name}: the keys {f'of {key} ' if key else ''}are {', '.join(siblings)}"
 
     def setting(self, spec: Field, kind: Any, value: Any, key: str) -> Any:
         if is_dataclass(kind):
-            return self.section(kind, {} if value is None else value, key)
+            return self.section(kind, value, key)
         try:
             value = _convert(kind, value)
         except _Misfit as misfit:
