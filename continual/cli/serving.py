@@ -39,11 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             argv += ["--registered-model", registered_model(ws, params)]
     if not any(a.startswith("--tracking-uri") for a in argv):
-        from continual.registry.local_store import follow_move
-        from continual.registry.connect import tracking_uri
+        from continual.registry.connect import follow_tracking_uri
 
-        uri = tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first
-        follow_move(ws, uri)  # before any worker reads it: a moved workspace's store points at its new folder
+        uri = follow_tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first; followed before any worker reads it
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             argv += ["--tracking-uri", uri]
     for key, value in monitoring_settings(ws, params).items():  # --set KEY=VALUE on the command line wins
@@ -62,14 +60,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
         args.parser.error("--model-uri goes with --texts (a server scores with the model it serves)")
     ws, params = open_workspace(args)
     if args.texts:
-        from continual.registry.local_store import follow_move
+        from continual.registry.connect import follow_tracking_uri
         from continual.registry.model_name import registered_model
-        from continual.registry.connect import tracking_uri
 
         model_uri = args.model_uri or f"models:/{registered_model(ws, params)}@champion"
         settings = {key: value for key, value in monitoring_settings(ws, params).items() if key.startswith("drift_")}
-        settings["tracking_uri"] = tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first, as everywhere
-        follow_move(ws, settings["tracking_uri"])
+        settings["tracking_uri"] = follow_tracking_uri(ws, params)  # $MLFLOW_TRACKING_URI first, as everywhere
         snapshot = score_texts(model_uri, read_texts(Path(args.texts)), settings)
     else:
         snapshot = fetch_snapshot(args.url or DEFAULT_SERVER, args.model)

@@ -146,13 +146,8 @@ def move(client: "MlflowClient", ws: Workspace, name: str, version: str, expecte
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     entry = {"kind": kind, "from": _number(expected), "to": version, "how": how, "at": now,
              "workspace": ws.identity[:12]}
-    if not any(key.startswith(MOVE_TAG) for key in tags):  # the first per-move tag keeps the summary before it
-        entry["base"] = replay(tags)[-HISTORY_KEPT:]
-    client.set_registered_model_tag(name, f"{MOVE_TAG}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}",
-                                    json.dumps(entry))
+    _record(client, name, entry, tags)
     line = f"champion: {name} v{_number(expected) or '-'} -> v{version} ({how})"
-    moved = history(client, name)  # re-read: every writer's moves, this one included
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(moved[-HISTORY_KEPT:]))
     client.set_registered_model_tag(name, LAST_MOVE_TAG, f"{now} {line}")
     client.set_model_version_tag(name, version, SINCE_TAG, now)
     client.set_model_version_tag(name, version, HOW_TAG, how)
@@ -166,16 +161,24 @@ def move(client: "MlflowClient", ws: Workspace, name: str, version: str, expecte
 def record_interrupted_move(client: "MlflowClient", ws: Workspace, name: str, version: str, how: str) -> None:
     """The alias already points at ``version`` but no move says so: a gate killed between moving the alias and
     writing its record (``move``). Write the record now, so history and rollback know the move."""
-    before = history(client, name)
+    tags = _model_tags(client, name)
+    before = replay(tags)
     entry = {"kind": "gate", "from": before[-1] if before else "", "to": version,
              "how": f"{how} (recorded after an interrupted move)", "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "workspace": ws.identity[:12]}
-    if not any(key.startswith(MOVE_TAG) for key in _model_tags(client, name)):
-        entry["base"] = before[-HISTORY_KEPT:]
-    client.set_registered_model_tag(name, f"{MOVE_TAG}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", json.dumps(entry))
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history(client, name)[-HISTORY_KEPT:]))
+    _record(client, name, entry, tags)
     client.set_model_version_tag(name, version, HOW_TAG, entry["how"])
     print(f"champion: {name} v{version} holds the alias, but its move was not recorded (interrupted): recorded now")
+
+
+def _record(client: "MlflowClient", name: str, entry: dict, tags: dict[str, str]) -> None:
+    """Write one move as a tag of its own, then the summary tag. ``tags``: the model's tags before the move."""
+    if not any(key.startswith(MOVE_TAG) for key in tags):  # the first per-move tag keeps the summary before it
+        entry["base"] = replay(tags)[-HISTORY_KEPT:]
+    client.set_registered_model_tag(name, f"{MOVE_TAG}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}",
+                                    json.dumps(entry))
+    moved = history(client, name)  # re-read: every writer's moves, this one included
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(moved[-HISTORY_KEPT:]))
 
 
 def _set_alias(client: "MlflowClient", name: str, version: str, expected: "ModelVersion | None") -> None:

@@ -35,6 +35,14 @@ def tracking_uri(ws: Workspace, params: dict[str, Any]) -> str:
             or local_store.store_uri(ws))
 
 
+def follow_tracking_uri(ws: Workspace, params: dict[str, Any]) -> str:
+    """``tracking_uri``, once a moved or copied workspace's own store points here (``local_store.follow_move``):
+    what every command that opens the store calls first."""
+    uri = tracking_uri(ws, params)
+    local_store.follow_move(ws, uri)
+    return uri
+
+
 def _fail_fast() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for variable, value in FAIL_FAST.items():
@@ -69,8 +77,7 @@ def connect(ws: Workspace, params: dict[str, Any]) -> tuple["MlflowClient", str]
 
     from continual.registry.race_safe_client import RaceSafeClient  # here: it imports mlflow
 
-    uri = tracking_uri(ws, params)
-    local_store.follow_move(ws, uri)  # a moved or copied workspace: its store's locations point here first
+    uri = follow_tracking_uri(ws, params)
     mlflow.set_tracking_uri(uri)  # the fluent log_model call writes wherever this points
     client = RaceSafeClient(uri)
     name = params["tracking"]["experiment"]

@@ -70,10 +70,9 @@ def reconcile(store: Tracking) -> dict[str, str]:
                 logged[key] = _log(store, folder)
     if logged:
         # Rounds may have been logged out of order: the lineage run's plots must show the whole stream.
-        last = RoundFolder.read(ws, keys[-1])
-        parent_id = _lineage_run(store, last.info)
+        parent_id = _lineage_run(store, folder.info)  # folder: the stream's last finished round
         with tempfile.TemporaryDirectory() as tmp:
-            _draw_plots(ws, last, Path(tmp), params)
+            _draw_plots(ws, folder, Path(tmp), params)
             for name in LINEAGE_PLOTS:
                 store.client.log_artifact(parent_id, str(Path(tmp) / name), "plots")
     print(f"tracking: {len(keys)} rounds in the stream, {len(logged)} were missing from MLflow and are now logged")

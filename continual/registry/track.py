@@ -58,7 +58,8 @@ def gate_newest(store: Tracking) -> Decision | None:
     if key != keys[-1]:
         print(f"promotion: round {keys[-1]} has not run yet; gating the newest round that has, {key}")
     name = registered_model(ws, params)
-    version = registered_version(store, RoundFolder.read(ws, key), name)
+    folder = RoundFolder.read(ws, key)
+    version = registered_version(store, folder, name)
     if DECISION_TAG in version.tags:
         print(f"promotion: round {key} ({name} v{version.version}) was gated before: "
               f"{version.tags[DECISION_TAG]}; move the champion by hand with continual promote/rollback")
@@ -68,14 +69,15 @@ def gate_newest(store: Tracking) -> Decision | None:
               f"it is gated once params.yaml, dvc.lock and stream.yaml are committed as they are "
               f"(dvc exp apply, git commit, dvc repro), or made champion by hand: continual promote {key}")
         return None
-    return _gate(store, key)
+    return _gate(store, folder, version)
 
 
 def promote_if_better(ws: Workspace, key: str, params: dict[str, Any]) -> Decision:
     """Gate round ``key``'s model version (logged by ``lineage.log_round``); accepted -> it becomes champion,
     unless this is a DVC experiment (then the verdict is recorded as skipped and the alias stays)."""
     with registry_lock(ws):
-        return _gate(Tracking(ws, params), key)
+        store, folder = Tracking(ws, params), RoundFolder.read(ws, key)
+        return _gate(store, folder, registered_version(store, folder, registered_model(ws, params)))
 
 
 def dvc_experiment() -> str | None:
@@ -91,12 +93,11 @@ def dvc_experiment() -> str | None:
     return None
 
 
-def _gate(store: Tracking, key: str) -> Decision:
-    """``promote_if_better`` on a store the caller holds, under the registry lock the caller holds."""
-    client, ws, params = store.client, store.ws, store.params
+def _gate(store: Tracking, folder: RoundFolder, candidate: "ModelVersion") -> Decision:
+    """``promote_if_better`` on a store, a round folder and its version the caller holds, under the registry
+    lock the caller holds."""
+    client, ws, params, key = store.client, store.ws, store.params, folder.key
     name = registered_model(ws, params)
-    folder = RoundFolder.read(ws, key)
-    candidate = registered_version(store, folder, name)
     champion = current_champion(client, name)
     decision = decide(folder.metrics, _champion_acc(client, ws, folder, champion), Gate.from_params(params))
     other = other_workspace(client, ws, champion)
