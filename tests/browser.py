@@ -38,6 +38,16 @@ def chromium_binary() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def require_chromium() -> None:
+    """Skip a browser test where chromium is missing, except in CI (which installs it): there, fail."""
+    if chromium_binary() is None:
+        import pytest
+
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium): CI must run the browser test")
+        pytest.skip("chromium is not installed")
+
+
 @dataclass
 class PageResult:
     title: str

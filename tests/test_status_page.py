@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from browser import chromium_binary, load_page
+from browser import load_page, require_chromium
 from service import create_app
 from service.app import shutdown
 from service.monitoring.page import CONTENT_SECURITY_POLICY, render
@@ -185,10 +185,7 @@ def predict(base: str, texts: list[str]) -> None:
 
 @pytest.mark.slow
 def test_status_page_in_headless_chromium(monitored_server, tmp_path):
-    if chromium_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium): CI must run the browser test")
-        pytest.skip("chromium is not installed")
+    require_chromium()
     base = monitored_server
     words = ["good great fine", "bad awful sad", "a table a chair", "שלום", "🎉", "<script>alert(1)</script>"]
     for start in range(0, 60, 10):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from browser import chromium_binary, load_page
+from browser import load_page, require_chromium
 from continual.cli import main
 from continual.params import load_params
 from continual.registry.connect import connect
@@ -61,10 +61,7 @@ def test_credentials_never_reach_the_page():
 
 @pytest.mark.slow
 def test_the_first_screen_shows_forgetting_for_every_lineage(two_lineages, tmp_path):
-    if chromium_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install chromium): CI must run the browser test")
-        pytest.skip("chromium is not installed")
+    require_chromium()
     ws = two_lineages
     assert main(["-C", str(ws.root), "ui", "--no-server", "--no-browser"]) == 0
     screenshot = tmp_path / "compare.png"
